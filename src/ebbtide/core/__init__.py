@@ -1,0 +1,1 @@
+"""Foundations every layer may use: the clock and the domain error tree."""

@@ -1,0 +1,74 @@
+"""The domain error tree. No HTTP codes here: only the HTTP layers map these to statuses.
+
+    EbbtideError
+     ├── SpecError                  a resource file or object is invalid (carries its problems)
+     ├── NotFoundError              no such resource, pod or model
+     │    └── ModelNotFoundError    spec.model names nothing in the model repository
+     ├── AlreadyExistsError         create of a name that exists
+     ├── ConflictError              a write based on a stale resourceVersion
+     ├── ModelLoadError             a model file exists but cannot be loaded
+     │    └── MissingExtraError     the model's format needs an optional extra
+     ├── InferenceError             a request could not be served
+     │    ├── BadInputError         wrong shape, datatype, missing input (the caller's fault)
+     │    ├── ModelFailedError      the model raised while predicting (the model's fault)
+     │    └── NotReadyError         no model or replica ready to serve
+     └── ControlPlaneUnavailableError   the CLI cannot reach a running control plane
+"""
+
+from __future__ import annotations
+
+
+class EbbtideError(Exception):
+    """Base of every error ebbtide raises on purpose. `str(error)` is for people."""
+
+
+class SpecError(EbbtideError):
+    """An invalid resource. `problems` lists every error found, not just the first."""
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or [message]
+
+
+class NotFoundError(EbbtideError):
+    """The named thing does not exist."""
+
+
+class ModelNotFoundError(NotFoundError):
+    """`spec.model` names no model (or version) in the model repository."""
+
+
+class AlreadyExistsError(EbbtideError):
+    """Create of a resource whose name is taken."""
+
+
+class ConflictError(EbbtideError):
+    """A write based on a stale resourceVersion: someone else wrote first. Re-read and retry."""
+
+
+class ModelLoadError(EbbtideError):
+    """The model file was found but could not be loaded."""
+
+
+class MissingExtraError(ModelLoadError):
+    """The model's format needs an optional dependency: `pip install ebbtide[EXTRA]`."""
+
+
+class InferenceError(EbbtideError):
+    """A request could not be served."""
+
+
+class BadInputError(InferenceError):
+    """The request is malformed: wrong shape, datatype, missing input, bad JSON."""
+
+
+class ModelFailedError(InferenceError):
+    """The model raised while predicting; the server stays up."""
+
+
+class NotReadyError(InferenceError):
+    """Nothing is ready to serve this request yet."""
+
+
+class ControlPlaneUnavailableError(EbbtideError):
+    """The command needs a running control plane and none answers."""

@@ -1,0 +1,1 @@
+"""ebbtide.store."""
