@@ -1,18 +1,18 @@
 """The domain error tree. No HTTP codes here: only the HTTP layers map these to statuses.
 
-    EbbtideError
-     ├── SpecError                  a resource file or object is invalid (carries its problems)
-     ├── NotFoundError              no such resource, pod or model
-     │    └── ModelNotFoundError    spec.model names nothing in the model repository
-     ├── AlreadyExistsError         create of a name that exists
-     ├── ConflictError              a write based on a stale resourceVersion
-     ├── ModelLoadError             a model file exists but cannot be loaded
-     │    └── MissingExtraError     the model's format needs an optional extra
-     ├── InferenceError             a request could not be served
-     │    ├── BadInputError         wrong shape, datatype, missing input (the caller's fault)
-     │    ├── ModelFailedError      the model raised while predicting (the model's fault)
-     │    └── NotReadyError         no model or replica ready to serve
-     └── ControlPlaneUnavailableError   the CLI cannot reach a running control plane
+EbbtideError
+ ├── SpecError                  a resource file or object is invalid (carries its problems)
+ ├── NotFoundError              no such resource, pod or model
+ │    └── ModelNotFoundError    spec.model names nothing in the model repository
+ ├── AlreadyExistsError         create of a name that exists
+ ├── ConflictError              a write based on a stale resourceVersion
+ ├── ModelLoadError             a model file exists but cannot be loaded
+ │    └── MissingExtraError     the model's format needs an optional extra
+ ├── InferenceError             a request could not be served
+ │    ├── BadInputError         wrong shape, datatype, missing input (the caller's fault)
+ │    ├── ModelFailedError      the model raised while predicting (the model's fault)
+ │    └── NotReadyError         no model or replica ready to serve
+ └── ControlPlaneUnavailableError   the CLI cannot reach a running control plane
 """
 
 from __future__ import annotations
