@@ -1,0 +1,305 @@
+"""The `ebbtide` command: kubectl's verbs and output for inference endpoints."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from ebbtide.cli import describe as describe_view
+from ebbtide.cli.output import as_list, dump
+from ebbtide.cli.resources import QUALIFIED_ENDPOINT, endpoint_rows, kind_of
+from ebbtide.core.errors import (
+    AlreadyExistsError,
+    ConflictError,
+    EbbtideError,
+    NotFoundError,
+    SpecError,
+)
+from ebbtide.spec import (
+    InferenceEndpoint,
+    is_autoscaling_fragment,
+    parse_documents,
+    read_text,
+    resource_files,
+    validate,
+    validate_autoscaling_fragment,
+)
+from ebbtide.spec.schema import endpoint_json_schema, explain
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Auto-scaling inference endpoints, locally or on Kubernetes.",
+)
+
+FilesOption = Annotated[
+    list[str], typer.Option("-f", "--filename", help="A file, a directory, or - for stdin.")
+]
+NamespaceOption = Annotated[str, typer.Option("-n", "--namespace", help="The namespace.")]
+SelectorOption = Annotated[
+    str | None, typer.Option("-l", "--selector", help="Label selector, e.g. app=name.")
+]
+OutputOption = Annotated[
+    str | None, typer.Option("-o", "--output", help="wide, yaml, json or name.")
+]
+
+
+def fail(message: str, details: list[str] | None = None) -> NoReturn:
+    """Print an error the way kubectl does (to stderr) and exit 1."""
+    typer.echo(f"error: {message}" if not message.startswith("Error") else message, err=True)
+    for line in details or []:
+        typer.echo(line, err=True)
+    raise typer.Exit(1)
+
+
+@contextmanager
+def guarded() -> Iterator[None]:
+    """Turn every domain error into a clear message and a non-zero exit, never a traceback."""
+    try:
+        yield
+    except SpecError as error:
+        problems = [p for p in error.problems if p != str(error)]
+        fail(str(error), problems)
+    except (NotFoundError, AlreadyExistsError, ConflictError) as error:
+        reason = type(error).__name__.removesuffix("Error")
+        fail(f"Error from server ({reason}): {error}")
+    except EbbtideError as error:
+        fail(str(error))
+
+
+def _client() -> Any:
+    from ebbtide.api.client import ControlPlaneClient
+    from ebbtide.core.paths import ebbtide_home
+
+    return ControlPlaneClient(ebbtide_home())
+
+
+def load_endpoints(files: list[str]) -> tuple[list[InferenceEndpoint], list[str], str]:
+    """Read and validate every document of every file; all or nothing. Returns the endpoints,
+    the warnings, and a source label."""
+    endpoints, warnings, errors, sources = [], [], [], []
+    for given in files:
+        for path in resource_files(given):
+            text, source = read_text(path)
+            sources.append(source)
+            for document in parse_documents(text, source):
+                try:
+                    validated = validate(document)
+                except SpecError as error:
+                    errors.extend(error.problems)
+                    continue
+                endpoints.append(validated.endpoint)
+                warnings.extend(validated.warnings)
+    label = ", ".join(sources)
+    if errors:
+        raise SpecError(f"{label}: nothing was applied", errors)
+    if not endpoints:
+        raise SpecError(f"{label}: no InferenceEndpoint found in the input")
+    return endpoints, warnings, label
+
+
+def _print_warnings(warnings: list[str]) -> None:
+    for warning in warnings:
+        typer.echo(warning, err=True)
+
+
+@app.command("validate")
+def validate_command(files: FilesOption) -> None:
+    """Check resource files without applying them (needs no control plane)."""
+    with guarded():
+        count = 0
+        for given in files:
+            for path in resource_files(given):
+                text, source = read_text(path)
+                for document in parse_documents(text, source):
+                    count += 1
+                    if is_autoscaling_fragment(document.data):
+                        autoscaling, warnings = validate_autoscaling_fragment(document)
+                        _print_warnings(warnings)
+                        normalized = autoscaling.model_dump(by_alias=True, exclude_none=True)
+                        typer.echo(
+                            f"{source}: valid autoscaling settings: {json.dumps(normalized)}"
+                        )
+                    else:
+                        validated = validate(document)
+                        _print_warnings(validated.warnings)
+                        typer.echo(
+                            f"{QUALIFIED_ENDPOINT}/{validated.endpoint.name} valid ({source})"
+                        )
+        if count == 0:
+            fail("no document found in the input")
+
+
+@app.command()
+def apply(
+    files: FilesOption,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Validate and show what would change; change nothing.")
+    ] = False,
+) -> None:
+    """Create or update endpoints from files: all documents apply, or none does."""
+    with guarded():
+        endpoints, warnings, source = load_endpoints(files)
+        _print_warnings(warnings)
+        results = _client().apply([e.manifest() for e in endpoints], dry_run=dry_run, source=source)
+        suffix = " (server dry run)" if dry_run else ""
+        for result in results:
+            typer.echo(f"{QUALIFIED_ENDPOINT}/{result['name']} {result['result']}{suffix}")
+
+
+@app.command()
+def get(
+    resource: Annotated[str, typer.Argument(help="inferenceendpoints (ie), pods, hpa, events.")],
+    name: Annotated[str | None, typer.Argument(help="One object's name.")] = None,
+    namespace: NamespaceOption = "default",
+    selector: SelectorOption = None,
+    output: OutputOption = None,
+) -> None:
+    """List objects, or show one, as kubectl does."""
+    with guarded():
+        kind = _kind(resource)
+        client = _client()
+        now = datetime.now(UTC)
+        if kind == "InferenceEndpoint":
+            _get_endpoints(client, name, namespace, selector, output, now)
+        else:
+            _get_other(client, kind, name, namespace, selector, output, now)
+
+
+def _kind(resource: str) -> str:
+    try:
+        return kind_of(resource)
+    except ValueError as error:
+        fail(str(error))
+
+
+def _get_endpoints(
+    client: Any,
+    name: str | None,
+    namespace: str,
+    selector: str | None,
+    output: str | None,
+    now: datetime,
+) -> None:
+    if name:
+        items = [client.get_endpoint(namespace, name)]
+    else:
+        items = client.list_endpoints(namespace, selector)
+    _print_objects(
+        items, output, name, namespace, lambda: endpoint_rows(items, now, output == "wide")
+    )
+
+
+def _get_other(
+    client: Any,
+    kind: str,
+    name: str | None,
+    namespace: str,
+    selector: str | None,
+    output: str | None,
+    now: datetime,
+) -> None:
+    from ebbtide.cli import workloads
+
+    items, render = workloads.collect(client, kind, name, namespace, selector, now, output)
+    _print_objects(items, output, name, namespace, render)
+
+
+def _print_objects(
+    items: list[dict[str, Any]],
+    output: str | None,
+    name: str | None,
+    namespace: str,
+    render: Callable[[], str],
+) -> None:
+    if output in ("yaml", "json"):
+        typer.echo(dump(items[0] if name else as_list(items), output))
+    elif output == "name":
+        for item in items:
+            typer.echo(f"{_qualified(item)}/{item['metadata']['name']}")
+    elif output not in (None, "wide"):
+        fail(
+            f'unable to match a printer suitable for the output format "{output}", '
+            "allowed formats are: json, name, wide, yaml"
+        )
+    elif not items:
+        typer.echo(f"No resources found in {namespace} namespace.", err=True)
+    else:
+        typer.echo(render())
+
+
+def _qualified(item: dict[str, Any]) -> str:
+    kind = item.get("kind", "")
+    return QUALIFIED_ENDPOINT if kind == "InferenceEndpoint" else kind.lower()
+
+
+@app.command()
+def describe(
+    resource: Annotated[str, typer.Argument(help="inferenceendpoint (ie).")],
+    name: Annotated[str, typer.Argument(help="The endpoint's name.")],
+    namespace: NamespaceOption = "default",
+) -> None:
+    """Show an endpoint in detail: spec, status, conditions, why it is (not) scaling, events."""
+    with guarded():
+        if _kind(resource) != "InferenceEndpoint":
+            fail(f"describe supports inferenceendpoints only, not {resource!r}")
+        client = _client()
+        item = client.get_endpoint(namespace, name)
+        events = client.events(namespace, name)
+        pods = client.list_pods(namespace, f"app={name}")
+        typer.echo(describe_view.render(item, events, pods, datetime.now(UTC)))
+
+
+@app.command()
+def delete(
+    resource: Annotated[str | None, typer.Argument(help="inferenceendpoint (ie).")] = None,
+    names: Annotated[list[str] | None, typer.Argument(help="Names to delete.")] = None,
+    files: Annotated[
+        list[str] | None, typer.Option("-f", "--filename", help="Delete what these files define.")
+    ] = None,
+    namespace: NamespaceOption = "default",
+) -> None:
+    """Delete endpoints by name or by the files that define them; their replicas drain first."""
+    with guarded():
+        targets: list[tuple[str, str]] = []
+        if files:
+            endpoints, _, _ = load_endpoints(files)
+            targets = [(e.namespace, e.name) for e in endpoints]
+        elif resource and names:
+            if _kind(resource) != "InferenceEndpoint":
+                fail(f"delete supports inferenceendpoints only, not {resource!r}")
+            targets = [(namespace, n) for n in names]
+        else:
+            fail("give a resource and name (`delete ie NAME`) or files (`delete -f FILE`)")
+        client = _client()
+        for target_namespace, target in targets:
+            client.delete_endpoint(target_namespace, target)
+            typer.echo(f'{QUALIFIED_ENDPOINT} "{target}" deleted')
+
+
+@app.command("explain")
+def explain_command(
+    path: Annotated[str, typer.Argument(help="e.g. inferenceendpoint.spec.autoscaling")],
+) -> None:
+    """Document a field of the InferenceEndpoint resource, from its schema."""
+    with guarded():
+        typer.echo(explain(path), nl=False)
+
+
+@app.command()
+def schema() -> None:
+    """Print the InferenceEndpoint JSON schema (the CRD is generated from the same models)."""
+    json.dump(endpoint_json_schema(), sys.stdout, indent=2)
+    typer.echo()
+
+
+def main() -> None:
+    """Console entry point."""
+    app()
