@@ -1,0 +1,1 @@
+"""Open-loop load generation: constant rates, steps, and replayed traces."""
