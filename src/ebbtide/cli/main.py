@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
+import random
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
+import httpx
 import typer
+from rich.console import Console
 
 from ebbtide.cli import describe as describe_view
+from ebbtide.cli import operate
 from ebbtide.cli.output import as_list, dump
 from ebbtide.cli.resources import QUALIFIED_ENDPOINT, endpoint_rows, kind_of
 from ebbtide.core.errors import (
@@ -300,6 +305,119 @@ def schema() -> None:
     typer.echo()
 
 
-def main() -> None:
-    """Console entry point."""
-    app()
+@app.command()
+def top(
+    resource: Annotated[str, typer.Argument(help="pods")],
+    selector: SelectorOption = None,
+    namespace: NamespaceOption = "default",
+) -> None:
+    """CPU and memory of each replica, as `kubectl top pods`."""
+    with guarded():
+        if _kind(resource) != "Pod":
+            fail("top supports pods only")
+        pods = _client().list_pods(namespace, selector)
+        if not pods:
+            fail(f"No resources found in {namespace} namespace.")
+        typer.echo(operate.pod_usage_table(pods))
+
+
+@app.command()
+def scale(
+    resource: Annotated[str, typer.Argument(help="inferenceendpoint (ie)")],
+    name: Annotated[str, typer.Argument(help="The endpoint's name.")],
+    replicas: Annotated[int, typer.Option("--replicas", help="The replica count to set now.")],
+    namespace: NamespaceOption = "default",
+) -> None:
+    """Set the replica count now. The autoscaler may change it again: `describe` says why."""
+    with guarded():
+        if _kind(resource) != "InferenceEndpoint":
+            fail("scale supports inferenceendpoints only")
+        client = _client()
+        endpoint = client.get_endpoint(namespace, name)
+        bounds = endpoint["spec"]["autoscaling"]
+        low, high = bounds.get("minReplicas", 1), bounds["maxReplicas"]
+        client.scale(namespace, name, replicas)
+        typer.echo(f"{QUALIFIED_ENDPOINT}/{name} scaled")
+        if not low <= replicas <= high:
+            typer.echo(
+                f"note: {replicas} is outside minReplicas..maxReplicas ({low}..{high}); the "
+                "autoscaler will bring it back within bounds",
+                err=True,
+            )
+        elif low < high:
+            typer.echo(
+                "note: autoscaling is active, so the next decision may change the count; to "
+                f"pin it, set minReplicas and maxReplicas to {replicas}",
+                err=True,
+            )
+
+
+@app.command()
+def logs(
+    pod: Annotated[str, typer.Argument(help="The replica (pod) name.")],
+    follow: Annotated[
+        bool, typer.Option("-f", "--follow", help="Keep printing new lines.")
+    ] = False,
+) -> None:
+    """Print a replica's log."""
+    with guarded():
+        with suppress(KeyboardInterrupt):
+            operate.follow_log(operate.log_path(pod), follow)
+
+
+@app.command()
+def predict(
+    name: Annotated[str, typer.Argument(help="The endpoint's name.")],
+    data: Annotated[
+        str | None, typer.Option("-d", "--data", help="JSON body or @file; default: an example.")
+    ] = None,
+    namespace: NamespaceOption = "default",
+) -> None:
+    """Send one inference request through the gateway and print the response."""
+    with guarded():
+        endpoint = _client().get_endpoint(namespace, name)
+        url = operate.endpoint_url(endpoint)
+        body = (
+            operate.read_body(data)
+            if data
+            else operate.model_example(url, endpoint, random.Random(0))
+        )
+        response = httpx.post(url + operate.infer_path(endpoint), json=body, timeout=30)
+        typer.echo(json.dumps(response.json(), indent=2))
+        if response.status_code >= 400:
+            raise typer.Exit(1)
+
+
+@app.command()
+def load(
+    name: Annotated[str, typer.Argument(help="The endpoint's name.")],
+    rate: Annotated[float | None, typer.Option(help="Constant requests per second.")] = None,
+    duration: Annotated[float, typer.Option(help="Seconds (for --rate; caps --trace).")] = 30.0,
+    steps: Annotated[
+        str | None, typer.Option(help="Rate steps RATE:SECONDS,..., e.g. 10:20,40:30,10:20.")
+    ] = None,
+    trace: Annotated[
+        Path | None, typer.Option(help="Replay a trace CSV (TIMESTAMP column).")
+    ] = None,
+    speedup: Annotated[float, typer.Option(help="Compress trace time this many times.")] = 1.0,
+    rate_scale: Annotated[float, typer.Option(help="Multiply the trace's rate.")] = 1.0,
+    data: Annotated[str | None, typer.Option("-d", "--data", help="JSON body or @file.")] = None,
+    timeout: Annotated[float, typer.Option(help="Per-request timeout in seconds.")] = 30.0,
+    seed: Annotated[int, typer.Option(help="Seed for Poisson arrivals and trace scaling.")] = 0,
+    namespace: NamespaceOption = "default",
+) -> None:
+    """Open-loop load: send at a constant rate, in steps, or replaying a trace; then summarize."""
+    with guarded():
+        endpoint = _client().get_endpoint(namespace, name)
+        url = operate.endpoint_url(endpoint)
+        arrivals = operate.build_schedule(rate, duration, steps, trace, speedup, rate_scale, seed)
+        body = (
+            operate.read_body(data)
+            if data
+            else operate.model_example(url, endpoint, random.Random(seed))
+        )
+        console = Console(stderr=True)
+        for line in operate.run_load(
+            url + operate.infer_path(endpoint), body, arrivals, console, timeout
+        ):
+            typer.echo(line)
