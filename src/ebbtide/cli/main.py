@@ -360,9 +360,8 @@ def logs(
     ] = False,
 ) -> None:
     """Print a replica's log."""
-    with guarded():
-        with suppress(KeyboardInterrupt):
-            operate.follow_log(operate.log_path(pod), follow)
+    with guarded(), suppress(KeyboardInterrupt):
+        operate.follow_log(operate.log_path(pod), follow)
 
 
 @app.command()
