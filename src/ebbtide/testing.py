@@ -10,6 +10,9 @@ import asyncio
 import heapq
 from datetime import UTC, datetime, timedelta
 
+from ebbtide.core.clock import Clock
+from ebbtide.store import SqliteStore
+
 
 class FakeClock:
     """A clock that moves only when told to. `sleep` parks until `advance` passes its time."""
@@ -40,3 +43,8 @@ class FakeClock:
             _, _, future = heapq.heappop(self._sleepers)
             if not future.done():
                 future.set_result(None)
+
+
+def memory_store(clock: Clock | None = None) -> SqliteStore:
+    """The store's in-memory twin: the same code on a private `:memory:` database."""
+    return SqliteStore(":memory:", clock or FakeClock())

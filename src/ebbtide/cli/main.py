@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import sys
@@ -15,6 +16,7 @@ import httpx
 import typer
 from rich.console import Console
 
+from ebbtide.api.client import ControlPlaneClient, socket_path
 from ebbtide.cli import describe as describe_view
 from ebbtide.cli import operate
 from ebbtide.cli.output import as_list, dump
@@ -26,6 +28,8 @@ from ebbtide.core.errors import (
     NotFoundError,
     SpecError,
 )
+from ebbtide.core.paths import ebbtide_home
+from ebbtide.daemon import control_plane, lifecycle
 from ebbtide.spec import (
     InferenceEndpoint,
     is_autoscaling_fragment,
@@ -79,11 +83,38 @@ def guarded() -> Iterator[None]:
         fail(str(error))
 
 
-def _client() -> Any:
-    from ebbtide.api.client import ControlPlaneClient
-    from ebbtide.core.paths import ebbtide_home
-
+def _client() -> ControlPlaneClient:
     return ControlPlaneClient(ebbtide_home())
+
+
+@app.command()
+def up(
+    detach: Annotated[
+        bool, typer.Option("--detach", "-d", help="Run in the background; `ebbtide down` stops it.")
+    ] = False,
+) -> None:
+    """Run the local control plane (in the foreground unless --detach)."""
+    home = ebbtide_home()
+    with guarded():
+        if not detach:
+            typer.echo(f"control plane serving on {socket_path(home)} (Ctrl-C stops it)")
+            asyncio.run(control_plane.serve(home))
+            return
+        started = lifecycle.start_detached(home)
+        typer.echo(f"control plane running (pid {started.pid}); state in {home}")
+        typer.echo(f"logs: {started.log}")
+
+
+@app.command()
+def down() -> None:
+    """Stop the local control plane and every replica it runs."""
+    home = ebbtide_home()
+    with guarded():
+        pid = lifecycle.stop(home)
+        if pid is None:
+            typer.echo(f"no control plane is running for {home}")
+        else:
+            typer.echo(f"control plane stopped (pid {pid})")
 
 
 def load_endpoints(files: list[str]) -> tuple[list[InferenceEndpoint], list[str], str]:

@@ -2,6 +2,7 @@
 
 EbbtideError
  ├── SpecError                  a resource file or object is invalid (carries its problems)
+ │    └── SelectorError         a label selector that cannot be parsed
  ├── NotFoundError              no such resource, pod or model
  │    └── ModelNotFoundError    spec.model names nothing in the model repository
  ├── AlreadyExistsError         create of a name that exists
@@ -28,6 +29,10 @@ class SpecError(EbbtideError):
     def __init__(self, message: str, problems: list[str] | None = None) -> None:
         super().__init__(message)
         self.problems = problems or [message]
+
+
+class SelectorError(SpecError):
+    """A label selector (`-l`) that cannot be parsed."""
 
 
 class NotFoundError(EbbtideError):

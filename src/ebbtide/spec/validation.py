@@ -89,7 +89,7 @@ def validate(document: Document) -> ValidatedEndpoint:
         )
         raise_if_errors(checker.problems, document.source)
     _check_type_meta(checker, data)
-    normalized = _normalize_simplified(checker, data)
+    normalized = _normalize_simplified(checker, _without_server_fields(data))
     raise_if_errors(checker.problems, document.source)
     try:
         endpoint = InferenceEndpoint.model_validate(normalized)
@@ -121,6 +121,19 @@ def validate_autoscaling_fragment(document: Document) -> tuple[Autoscaling, list
     _check_bounds(checker, ("spec", "autoscaling"), autoscaling)
     raise_if_errors(checker.problems, document.source)
     return autoscaling, [p.render() for p in checker.problems]
+
+
+SERVER_SET_METADATA = ("uid", "resourceVersion", "generation", "creationTimestamp", "managedFields")
+
+
+def _without_server_fields(data: dict[str, Any]) -> dict[str, Any]:
+    """Drop what the server sets (status, uid, versions, timestamps), so the output of
+    `get -o yaml` can be applied again, as with kubectl."""
+    metadata = data.get("metadata")
+    if isinstance(metadata, dict):
+        metadata = {k: v for k, v in metadata.items() if k not in SERVER_SET_METADATA}
+        data = {**data, "metadata": metadata}
+    return {k: v for k, v in data.items() if k != "status"}
 
 
 def _check_type_meta(checker: _Checker, data: dict[str, Any]) -> None:

@@ -1,0 +1,123 @@
+"""The local control plane: one asyncio process that composes the store, the API, and (when
+it runs them) the controller and the gateway.
+
+It listens on a unix socket in the state directory, which it creates readable by its owner
+only: the API can start processes, so nobody else on the machine may reach it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+
+from ebbtide.api.client import socket_path
+from ebbtide.api.server import Workloads, build_app
+from ebbtide.core.errors import EbbtideError
+from ebbtide.store import SqliteStore
+
+STATE_FILE = "state.db"
+PID_FILE = "control-plane.pid"
+LOG_DIR = "logs"
+
+Component = Callable[[SqliteStore], Awaitable[Workloads | None]]
+
+
+@dataclass(frozen=True)
+class StatePaths:
+    """The files of one state directory."""
+
+    home: Path
+
+    @property
+    def socket(self) -> Path:
+        return socket_path(self.home)
+
+    @property
+    def state(self) -> Path:
+        return self.home / STATE_FILE
+
+    @property
+    def pid(self) -> Path:
+        return self.home / PID_FILE
+
+    @property
+    def logs(self) -> Path:
+        return self.home / LOG_DIR
+
+    def prepare(self) -> None:
+        """Create the directory, owner-only, as a fresh control plane needs it."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.home, 0o700)
+        self.logs.mkdir(exist_ok=True)
+
+
+def bind_socket(path: Path) -> socket.socket:
+    """A listening unix socket at `path`, owner-only; a stale one left by a crash is replaced,
+    a live one is an error."""
+    if path.exists():
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            path.unlink()
+        else:
+            raise EbbtideError(
+                f"a control plane is already running on {path}; stop it with `ebbtide down`"
+            )
+        finally:
+            probe.close()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_mask = os.umask(0o177)
+    try:
+        listener.bind(str(path))
+    finally:
+        os.umask(old_mask)
+    os.chmod(path, 0o600)
+    listener.listen(128)
+    return listener
+
+
+class EmbeddedServer(uvicorn.Server):
+    """A uvicorn server that leaves signals to its host: the control plane stops its parts in
+    order (API last) on SIGTERM, rather than uvicorn exiting on its own."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def serve(home: Path, workloads: Workloads | None = None) -> None:
+    """Run the control plane until SIGTERM or SIGINT, then shut down cleanly."""
+    os.umask(0o077)  # every file the control plane writes is its owner's alone
+    paths = StatePaths(home)
+    paths.prepare()
+    store = SqliteStore(paths.state)
+    listener = bind_socket(paths.socket)
+    paths.pid.write_text(str(os.getpid()))
+    config = uvicorn.Config(
+        build_app(store, workloads), log_level="warning", access_log=False, lifespan="off"
+    )
+    server = EmbeddedServer(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    serving = asyncio.create_task(server.serve(sockets=[listener]))
+    try:
+        await stop.wait()
+    finally:
+        server.should_exit = True
+        await serving
+        store.close()
+        with contextlib.suppress(FileNotFoundError):
+            paths.socket.unlink()
+        with contextlib.suppress(FileNotFoundError):
+            paths.pid.unlink()
