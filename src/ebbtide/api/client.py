@@ -6,6 +6,7 @@ message whether it validated a file itself or the server did.
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +42,16 @@ class ControlPlaneClient:
             base_url="http://control-plane",
             timeout=timeout,
         )
+        self._checked = False
 
     def close(self) -> None:
         self._http.close()
+
+    def __enter__(self) -> ControlPlaneClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def health(self) -> dict[str, Any]:
         return self._call("GET", "/healthz")
@@ -108,18 +116,37 @@ class ControlPlaneClient:
         items: list[dict[str, Any]] = self._call("GET", path, params=_selector(selector))["items"]
         return items
 
+    def reachable(self) -> bool:
+        """True when something listens on the socket (checked without an HTTP client, whose
+        failed connects to a missing socket are noisier than they need to be)."""
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(self.socket))
+        except OSError:
+            return False
+        finally:
+            probe.close()
+        return True
+
     def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        if not self._checked:
+            if not self.reachable():
+                raise self._unavailable()
+            self._checked = True
         try:
             response = self._http.request(method, path, **kwargs)
-        except (httpx.ConnectError, httpx.RemoteProtocolError, FileNotFoundError) as error:
-            raise ControlPlaneUnavailableError(
-                f"no control plane is running for {self.home} (nothing answers on "
-                f"{self.socket}): start one with `ebbtide up --detach`"
-            ) from error
+        except (httpx.ConnectError, httpx.RemoteProtocolError) as error:
+            raise self._unavailable() from error
         body: dict[str, Any] = response.json()
         if response.status_code >= 400:
             raise _error_from(body)
         return body
+
+    def _unavailable(self) -> ControlPlaneUnavailableError:
+        return ControlPlaneUnavailableError(
+            f"no control plane is running for {self.home} (nothing answers on "
+            f"{self.socket}): start one with `ebbtide up --detach`"
+        )
 
 
 def _selector(selector: str | None) -> dict[str, str]:

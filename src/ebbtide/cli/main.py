@@ -81,10 +81,19 @@ def guarded() -> Iterator[None]:
         fail(f"Error from server ({reason}): {error}")
     except EbbtideError as error:
         fail(str(error))
+    finally:
+        while _open_clients:
+            _open_clients.pop().close()
+
+
+_open_clients: list[ControlPlaneClient] = []
 
 
 def _client() -> ControlPlaneClient:
-    return ControlPlaneClient(ebbtide_home())
+    """A client for this command; `guarded()` closes it when the command ends."""
+    client = ControlPlaneClient(ebbtide_home())
+    _open_clients.append(client)
+    return client
 
 
 @app.command()

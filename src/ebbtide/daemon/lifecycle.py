@@ -34,6 +34,8 @@ def is_running(home: Path) -> bool:
     """True when a control plane answers on `home`'s socket."""
     client = ControlPlaneClient(home, timeout=2.0)
     try:
+        if not client.reachable():
+            return False
         client.health()
     except ControlPlaneUnavailableError:
         return False
