@@ -1,0 +1,54 @@
+"""Starting a replica's model server as a fresh process (`python -m ebbtide serve-model`)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+from ebbtide.supervisor.template import ReplicaTemplate
+
+
+def serve_command(template: ReplicaTemplate, port: int) -> list[str]:
+    """The model server's command line for a template, listening on a loopback port."""
+    command = [
+        sys.executable,
+        "-m",
+        "ebbtide",
+        "serve-model",
+        "--name",
+        template.model_name,
+        "--version",
+        template.model_version,
+        "--repository",
+        str(template.repository),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    if template.max_batch_size is not None and template.max_batch_latency_ms is not None:
+        command += [
+            "--max-batch-size",
+            str(template.max_batch_size),
+            "--max-batch-latency-ms",
+            str(template.max_batch_latency_ms),
+        ]
+    return command
+
+
+class SubprocessLauncher:
+    """Starts each replica as a new Python process: always safe, slower than a warm fork."""
+
+    async def launch(
+        self, template: ReplicaTemplate, port: int, log: Path
+    ) -> asyncio.subprocess.Process:
+        with log.open("ab") as output:
+            return await asyncio.create_subprocess_exec(
+                *serve_command(template, port),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=output,
+                stderr=asyncio.subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
