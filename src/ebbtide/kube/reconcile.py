@@ -208,11 +208,11 @@ def drift(desired: Any, current: Any, path: str = "") -> list[str]:
 
 
 def _same_value(desired: Any, current: Any) -> bool:
+    if isinstance(desired, bool) or isinstance(current, bool):
+        return desired is current  # True == 1 in Python, not in the API
     if desired == current:
         return True
     if isinstance(desired, str | int) and isinstance(current, str | int):
-        if isinstance(desired, bool) or isinstance(current, bool):
-            return False
         try:
             return parse_quantity(desired) == parse_quantity(current)
         except QuantityError:

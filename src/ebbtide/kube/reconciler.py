@@ -12,12 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ebbtide.core.clock import SYSTEM_CLOCK, Clock
 from ebbtide.kube.cluster import Cluster
 from ebbtide.kube.manifests import RenderOptions
-from ebbtide.kube.reconcile import Action, ObjectRef, Observed, child_refs, plan
+from ebbtide.kube.reconcile import (
+    Action,
+    ObjectRef,
+    Observed,
+    child_refs,
+    endpoint_status,
+    plan,
+)
 
 logger = logging.getLogger("ebbtide.kube")
 
@@ -105,18 +112,26 @@ class Reconciler:
             self._known.discard((namespace, name))
         else:
             self._known.add((namespace, name))
-        decision = plan(observed, self.options, self.clock.wall())
+        now = self.clock.wall()
+        decision = plan(observed, self.options, now)
         for note in decision.notes:
             logger.info("%s/%s: %s", namespace, name, note)
+        children = dict(observed.children)
         for action in decision.actions:
             logger.info("%s/%s: %s", namespace, name, action)
             if action.verb == "apply" and action.manifest is not None:
-                await self.cluster.apply(action.manifest)
+                children[action.ref.kind] = await self.cluster.apply(action.manifest)
             else:
                 await self.cluster.delete(action.ref)
+                children.pop(action.ref.kind, None)
+        status = decision.status
+        if status is not None and decision.actions:
+            # Report on the objects as they are now, not as they were before this pass.
+            after = replace(observed, children=children)
+            status = endpoint_status(after, now, decision.problems)
         written = False
-        if decision.status is not None and decision.status_changed:
-            await self.cluster.patch_status(ObjectRef.endpoint(namespace, name), decision.status)
+        if status is not None and status != decision.previous_status:
+            await self.cluster.patch_status(ObjectRef.endpoint(namespace, name), status)
             written = True
         if decision.problems:
             logger.warning("%s/%s: invalid spec: %s", namespace, name, decision.problems)
@@ -140,13 +155,14 @@ class Reconciler:
             failures = self._failures[key] = self._failures.get(key, 0) + 1
             delay = self.retry_delay(failures)
             logger.warning("%s/%s: %s; retrying in %gs", *key, error, delay)
-            task = asyncio.create_task(self._retry_later(key, delay))
+            task = asyncio.create_task(self._retry_at(key, self.clock.now() + delay))
             self._retries.add(task)
             task.add_done_callback(self._retries.discard)
             return None
         self._failures.pop(key, None)
         return outcome
 
-    async def _retry_later(self, key: Key, delay: float) -> None:
-        await self.clock.sleep(delay)
+    async def _retry_at(self, key: Key, deadline: float) -> None:
+        # The deadline is fixed when the failure happens, however late this task starts.
+        await self.clock.sleep(deadline - self.clock.now())
         self.enqueue(*key)
