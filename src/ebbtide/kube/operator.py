@@ -42,6 +42,7 @@ def run_operator(
         raise KubernetesError(
             "the operator needs the kube extra: pip install 'ebbtide[kube]'"
         ) from error
+    asyncio.run(preflight())
     registry = build_registry(options)
     liveness = f"http://0.0.0.0:{liveness_port}/healthz" if liveness_port else None
     logging.getLogger("ebbtide.kube").setLevel(logging.INFO)
@@ -52,6 +53,15 @@ def run_operator(
         namespaces=list(namespaces),
         liveness_endpoint=liveness,
     )
+
+
+async def preflight() -> None:
+    """Fail with one clear line, before kopf starts, when the cluster or the CRD is missing."""
+    cluster = KubernetesCluster.from_environment()
+    try:
+        await cluster.check_resource_served()
+    finally:
+        await cluster.aclose()
 
 
 def build_registry(options: RenderOptions) -> Any:
@@ -65,8 +75,12 @@ def build_registry(options: RenderOptions) -> Any:
     async def start(settings: Any, **_: Any) -> None:
         # Least privilege: no watching of CRDs or namespaces, so no RBAC for them.
         settings.scanning.disabled = True
-        cluster = KubernetesCluster.from_environment()
-        await cluster.check_resource_served()
+        try:
+            cluster = KubernetesCluster.from_environment()
+            await cluster.check_resource_served()
+        except KubernetesError as error:
+            # Exit (the Deployment restarts it with backoff) rather than retry forever inside.
+            raise kopf.PermanentError(str(error)) from error
         reconciler = Reconciler(cluster, options)
         state.update(cluster=cluster, reconciler=reconciler)
         state["tasks"] = [
