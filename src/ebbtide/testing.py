@@ -7,8 +7,14 @@ contract tests run against them and against the real ones.
 from __future__ import annotations
 
 import asyncio
+import copy
 import heapq
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ebbtide.kube.reconcile import ObjectRef
 
 from ebbtide.core.clock import Clock
 from ebbtide.store import SqliteStore
@@ -48,3 +54,94 @@ class FakeClock:
 def memory_store(clock: Clock | None = None) -> SqliteStore:
     """The store's in-memory twin: the same code on a private `:memory:` database."""
     return SqliteStore(":memory:", clock or FakeClock())
+
+
+class InMemoryCluster:
+    """`ebbtide.kube.cluster.Cluster` in memory: apply creates or updates (bumping
+    `metadata.generation` when the spec changes), deleting an object deletes what it owns (as
+    the garbage collector does), and every write is recorded in `writes`. `fail_next(n)` makes
+    the next n calls raise, to exercise retries."""
+
+    def __init__(self) -> None:
+        self.objects: dict[ObjectRef, dict[str, Any]] = {}
+        self.writes: list[tuple[str, ObjectRef]] = []
+        self._failures = 0
+        self._counter = 0
+
+    def fail_next(self, count: int = 1) -> None:
+        self._failures = count
+
+    def _check(self) -> None:
+        if self._failures > 0:
+            from ebbtide.core.errors import KubernetesError
+
+            self._failures -= 1
+            raise KubernetesError("cannot reach the Kubernetes API: connection refused")
+
+    async def get(self, ref: ObjectRef) -> dict[str, Any] | None:
+        self._check()
+        found = self.objects.get(ref)
+        return copy.deepcopy(found) if found is not None else None
+
+    async def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        self._check()
+        stored = self.put(manifest)
+        self.writes.append(("apply", self._ref(manifest)))
+        return copy.deepcopy(stored)
+
+    async def delete(self, ref: ObjectRef) -> None:
+        self._check()
+        self.remove(ref)
+        self.writes.append(("delete", ref))
+
+    async def patch_status(self, ref: ObjectRef, status: Mapping[str, Any]) -> None:
+        self._check()
+        self.objects[ref]["status"] = {**self.objects[ref].get("status", {}), **status}
+        self.writes.append(("status", ref))
+
+    def put(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        """Create or update an object as the API server would (not recorded as a write)."""
+        ref = self._ref(manifest)
+        incoming = copy.deepcopy(dict(manifest))
+        incoming.pop("status", None)
+        current = self.objects.get(ref)
+        self._counter += 1
+        if current is None:
+            metadata = incoming.setdefault("metadata", {})
+            metadata.setdefault("namespace", ref.namespace)
+            metadata.update(
+                uid=f"uid-{self._counter}", generation=1, resourceVersion=str(self._counter)
+            )
+            metadata.setdefault("creationTimestamp", "2026-01-01T00:00:00Z")
+            self.objects[ref] = incoming
+            return incoming
+        metadata = current["metadata"]
+        for key in ("labels", "annotations", "ownerReferences"):
+            if key in incoming.get("metadata", {}):
+                metadata[key] = incoming["metadata"][key]
+        if incoming.get("spec") != current.get("spec"):
+            metadata["generation"] += 1
+            current["spec"] = incoming.get("spec")
+        metadata["resourceVersion"] = str(self._counter)
+        return current
+
+    def remove(self, ref: ObjectRef) -> None:
+        """Delete an object and, like the garbage collector, everything it owns."""
+        removed = self.objects.pop(ref, None)
+        if removed is None:
+            return
+        uid = removed["metadata"]["uid"]
+        for other, body in list(self.objects.items()):
+            owners = body["metadata"].get("ownerReferences") or []
+            if any(owner.get("uid") == uid for owner in owners):
+                self.remove(other)
+
+    def set_status(self, ref: ObjectRef, status: Mapping[str, Any]) -> None:
+        """What another controller (Deployment, HPA) reports; not recorded as a write."""
+        self.objects[ref]["status"] = copy.deepcopy(dict(status))
+
+    @staticmethod
+    def _ref(manifest: Mapping[str, Any]) -> ObjectRef:
+        from ebbtide.kube.reconcile import ObjectRef
+
+        return ObjectRef.of(manifest)

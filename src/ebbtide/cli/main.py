@@ -460,3 +460,8 @@ def load(
             url + operate.infer_path(endpoint), body, arrivals, console, timeout
         ):
             typer.echo(line)
+
+
+from ebbtide.cli.kube import register as register_kube  # noqa: E402
+
+register_kube(app)

@@ -13,7 +13,8 @@ EbbtideError
  │    ├── BadInputError         wrong shape, datatype, missing input (the caller's fault)
  │    ├── ModelFailedError      the model raised while predicting (the model's fault)
  │    └── NotReadyError         no model or replica ready to serve
- └── ControlPlaneUnavailableError   the CLI cannot reach a running control plane
+ ├── ControlPlaneUnavailableError   the CLI cannot reach a running control plane
+ └── KubernetesError            the Kubernetes API refused a request or cannot be reached
 """
 
 from __future__ import annotations
@@ -77,3 +78,7 @@ class NotReadyError(InferenceError):
 
 class ControlPlaneUnavailableError(EbbtideError):
     """The command needs a running control plane and none answers."""
+
+
+class KubernetesError(EbbtideError):
+    """The Kubernetes API refused a request, or cannot be reached; the message says which."""

@@ -1,0 +1,183 @@
+"""Kubernetes commands: `ebbtide render` and `ebbtide kube crd|install|operator|fetch-model`.
+
+`render` and `kube crd` need no cluster and no `kube` extra; `kube install --apply` needs
+kubectl; `kube operator` needs the extra (kopf and the kubernetes client).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+
+from ebbtide.cli.output import as_list, dump
+from ebbtide.kube.crd import CRD_NAME, crd_manifest
+from ebbtide.kube.install import DEFAULT_OPERATOR_NAMESPACE, install_manifests
+from ebbtide.kube.manifests import (
+    DEFAULT_IMAGE,
+    DEFAULT_MODELS_CLAIM,
+    DEFAULT_STORAGE_INITIALIZER,
+    RenderOptions,
+)
+from ebbtide.kube.manifests import render as render_endpoint
+
+app = typer.Typer(
+    no_args_is_help=True,
+    help="Kubernetes: the InferenceEndpoint CRD, the operator, and what it installs.",
+)
+
+ManifestOutput = Annotated[str, typer.Option("-o", "--output", help="yaml or json.")]
+ImageOption = Annotated[
+    str,
+    typer.Option(envvar="EBBTIDE_IMAGE", help="The image that runs the model server."),
+]
+ClaimOption = Annotated[
+    str,
+    typer.Option(
+        envvar="EBBTIDE_MODELS_CLAIM",
+        help="The PersistentVolumeClaim holding the model repository (<name>/<version>/).",
+    ),
+]
+InitializerOption = Annotated[
+    str,
+    typer.Option(
+        envvar="EBBTIDE_STORAGE_INITIALIZER",
+        help="The image that downloads s3:// and gs:// model URIs.",
+    ),
+]
+
+
+def register(root: typer.Typer) -> None:
+    """Add `render` and the `kube` group to the root command."""
+    root.command("render")(render)
+    root.add_typer(app, name="kube")
+
+
+def emit(objects: list[dict[str, Any]], output: str) -> None:
+    """Print manifests: YAML documents separated by `---`, or one JSON object or `List`."""
+    if output == "yaml":
+        typer.echo(yaml.safe_dump_all(objects, sort_keys=False).rstrip())
+    elif output == "json":
+        typer.echo(dump(objects[0] if len(objects) == 1 else as_list(objects), "json"))
+    else:
+        typer.echo(f'error: unknown output format "{output}"; use yaml or json', err=True)
+        raise typer.Exit(1)
+
+
+def render(
+    files: Annotated[
+        list[str], typer.Option("-f", "--filename", help="A file, a directory, or - for stdin.")
+    ],
+    output: ManifestOutput = "yaml",
+    image: ImageOption = DEFAULT_IMAGE,
+    models_claim: ClaimOption = DEFAULT_MODELS_CLAIM,
+    storage_initializer: InitializerOption = DEFAULT_STORAGE_INITIALIZER,
+) -> None:
+    """Print the Deployment, Service and HorizontalPodAutoscaler the operator would create."""
+    from ebbtide.cli.main import guarded, load_endpoints
+
+    options = RenderOptions(image, "IfNotPresent", models_claim, storage_initializer)
+    with guarded():
+        endpoints, warnings, _ = load_endpoints(files)
+        objects: list[dict[str, Any]] = []
+        notes = list(warnings)
+        for endpoint in endpoints:
+            rendered = render_endpoint(endpoint, options)
+            objects.extend(rendered.objects)
+            notes.extend(f"note: {note}" for note in rendered.notes)
+        for note in notes:
+            typer.echo(note, err=True)
+        emit(objects, output)
+
+
+@app.command("crd")
+def crd(output: ManifestOutput = "yaml") -> None:
+    """Print the InferenceEndpoint CustomResourceDefinition (schema from the spec models)."""
+    emit([crd_manifest()], output)
+
+
+@app.command("install")
+def install(
+    namespace: Annotated[
+        str, typer.Option("-n", "--namespace", help="Where the operator runs.")
+    ] = DEFAULT_OPERATOR_NAMESPACE,
+    apply: Annotated[
+        bool, typer.Option("--apply", help="Apply with kubectl instead of printing.")
+    ] = False,
+    output: ManifestOutput = "yaml",
+    image: ImageOption = DEFAULT_IMAGE,
+    models_claim: ClaimOption = DEFAULT_MODELS_CLAIM,
+    storage_initializer: InitializerOption = DEFAULT_STORAGE_INITIALIZER,
+) -> None:
+    """Print (or --apply) the CRD, the operator's least-privilege RBAC and its Deployment."""
+    options = RenderOptions(image, "IfNotPresent", models_claim, storage_initializer)
+    objects = install_manifests(namespace, options)
+    if not apply:
+        emit(objects, output)
+        return
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        typer.echo("error: --apply needs kubectl on PATH; or pipe the output to it", err=True)
+        raise typer.Exit(1)
+    # The CRD first, and established, so the operator finds it served when it starts.
+    crd_index = next(i for i, o in enumerate(objects) if o["kind"] == "CustomResourceDefinition")
+    _kubectl(
+        kubectl,
+        ["apply", "--server-side", "--field-manager=ebbtide", "-f", "-"],
+        objects[: crd_index + 1],
+    )
+    _kubectl(kubectl, ["wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s"])
+    _kubectl(
+        kubectl,
+        ["apply", "--server-side", "--field-manager=ebbtide", "-f", "-"],
+        objects[crd_index + 1 :],
+    )
+
+
+def _kubectl(
+    kubectl: str, arguments: list[str], objects: list[dict[str, Any]] | None = None
+) -> None:
+    text = yaml.safe_dump_all(objects, sort_keys=False) if objects else None
+    completed = subprocess.run([kubectl, *arguments], input=text, text=True, check=False)
+    if completed.returncode != 0:
+        raise typer.Exit(completed.returncode)
+
+
+@app.command("operator")
+def operator(
+    namespaces: Annotated[
+        list[str] | None,
+        typer.Option("-n", "--namespace", help="Watch only these namespaces (default: all)."),
+    ] = None,
+    liveness_port: Annotated[
+        int | None, typer.Option(help="Serve /healthz on this port for the liveness probe.")
+    ] = None,
+    image: ImageOption = DEFAULT_IMAGE,
+    models_claim: ClaimOption = DEFAULT_MODELS_CLAIM,
+    storage_initializer: InitializerOption = DEFAULT_STORAGE_INITIALIZER,
+) -> None:
+    """Run the operator: reconcile every InferenceEndpoint into its Deployment, Service and HPA."""
+    from ebbtide.cli.main import guarded
+    from ebbtide.kube.operator import run_operator
+
+    options = RenderOptions(image, "IfNotPresent", models_claim, storage_initializer)
+    with guarded():
+        run_operator(options, namespaces or [], liveness_port)
+
+
+@app.command("fetch-model")
+def fetch_model(
+    uri: Annotated[str, typer.Argument(help="An http(s) URL of a model file or archive.")],
+    destination: Annotated[Path, typer.Argument(help="The folder to put the model in.")],
+) -> None:
+    """Download a model into a folder (the init container of a pod whose model has a URI)."""
+    from ebbtide.cli.main import guarded
+    from ebbtide.kube.fetch import fetch_model as fetch
+
+    with guarded():
+        for path in fetch(uri, destination):
+            typer.echo(str(path))

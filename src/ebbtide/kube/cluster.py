@@ -1,0 +1,177 @@
+"""The operator's only I/O: read, apply, delete and patch status of namespaced objects.
+
+`Cluster` is the small protocol the reconcile loop uses; `KubernetesCluster` speaks it to a
+real API server over HTTPS (server-side apply with one field manager, merge patches for
+status), and `ebbtide.testing.InMemoryCluster` is its twin for tests. Credentials come from
+the pod's service account in a cluster, else from `KUBECONFIG` / `~/.kube/config`, loaded by
+the official `kubernetes` client (the `kube` extra), imported only when needed.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+import httpx
+
+from ebbtide.core.errors import KubernetesError
+from ebbtide.kube.reconcile import ObjectRef
+from ebbtide.spec.models import API_GROUP, API_VERSION, KIND, PLURAL
+
+FIELD_MANAGER = "ebbtide-operator"
+PLURALS = {
+    "Deployment": "deployments",
+    "Service": "services",
+    "HorizontalPodAutoscaler": "horizontalpodautoscalers",
+    KIND: PLURAL,
+}
+REQUEST_TIMEOUT_SECONDS = 30.0
+
+
+class Cluster(Protocol):
+    """Namespaced objects as plain dicts, the way the API server returns them."""
+
+    async def get(self, ref: ObjectRef) -> dict[str, Any] | None:
+        """The object, or None when it does not exist."""
+        ...
+
+    async def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        """Create or update by server-side apply; returns the object as stored."""
+        ...
+
+    async def delete(self, ref: ObjectRef) -> None:
+        """Delete the object; deleting what is already gone is not an error."""
+        ...
+
+    async def patch_status(self, ref: ObjectRef, status: Mapping[str, Any]) -> None:
+        """Replace the fields of the object's status subresource given in `status`."""
+        ...
+
+
+def object_path(ref: ObjectRef) -> str:
+    """The REST path of a namespaced object: `/apis/apps/v1/namespaces/ns/deployments/x`."""
+    if ref.kind not in PLURALS:
+        raise KubernetesError(f"ebbtide does not manage objects of kind {ref.kind}")
+    prefix = "/api/v1" if ref.api_version == "v1" else f"/apis/{ref.api_version}"
+    return f"{prefix}/namespaces/{ref.namespace}/{PLURALS[ref.kind]}/{ref.name}"
+
+
+class KubernetesCluster:
+    """`Cluster` over the Kubernetes REST API."""
+
+    def __init__(
+        self, client: httpx.AsyncClient, headers: Callable[[], dict[str, str]] | None = None
+    ) -> None:
+        self._client = client
+        self._headers = headers or dict
+
+    @classmethod
+    def from_environment(cls) -> KubernetesCluster:
+        """Connect as the pod's service account, or with the current kubeconfig context."""
+        configuration = load_configuration()
+        context = ssl.create_default_context(cafile=configuration.ssl_ca_cert)
+        if configuration.cert_file:
+            context.load_cert_chain(configuration.cert_file, configuration.key_file)
+        if not configuration.verify_ssl:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+
+        def headers() -> dict[str, str]:
+            # Evaluated per request: exec plugins and projected tokens rotate credentials.
+            settings = configuration.auth_settings().values()
+            return {item["key"]: item["value"] for item in settings if item.get("value")}
+
+        client = httpx.AsyncClient(
+            base_url=configuration.host, verify=context, timeout=REQUEST_TIMEOUT_SECONDS
+        )
+        return cls(client, headers)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def get(self, ref: ObjectRef) -> dict[str, Any] | None:
+        response = await self._request("GET", object_path(ref))
+        if response.status_code == 404:
+            return None
+        return _json(response, f"get {ref}")
+
+    async def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        ref = ObjectRef.of(manifest)
+        response = await self._request(
+            "PATCH",
+            object_path(ref),
+            params={"fieldManager": FIELD_MANAGER, "force": "true"},
+            content=json.dumps(manifest),
+            headers={"Content-Type": "application/apply-patch+yaml"},
+        )
+        return _json(response, f"apply {ref}")
+
+    async def delete(self, ref: ObjectRef) -> None:
+        response = await self._request(
+            "DELETE", object_path(ref), params={"propagationPolicy": "Background"}
+        )
+        if response.status_code != 404:
+            _json(response, f"delete {ref}")
+
+    async def patch_status(self, ref: ObjectRef, status: Mapping[str, Any]) -> None:
+        response = await self._request(
+            "PATCH",
+            object_path(ref) + "/status",
+            content=json.dumps({"status": status}),
+            headers={"Content-Type": "application/merge-patch+json"},
+        )
+        _json(response, f"update the status of {ref}")
+
+    async def check_resource_served(self) -> None:
+        """Fail clearly when the InferenceEndpoint CRD is not installed."""
+        response = await self._request("GET", f"/apis/{API_VERSION}")
+        if response.status_code == 404:
+            raise KubernetesError(
+                f"the cluster does not serve {PLURAL}.{API_GROUP}: install the CRD first with "
+                "`ebbtide kube crd | kubectl apply --server-side -f -`"
+            )
+        _json(response, f"discover {API_VERSION}")
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        headers = {**self._headers(), "Accept": "application/json", **kwargs.pop("headers", {})}
+        try:
+            return await self._client.request(method, path, headers=headers, **kwargs)
+        except httpx.HTTPError as error:
+            raise KubernetesError(f"cannot reach the Kubernetes API: {error}") from error
+
+
+def _json(response: httpx.Response, doing: str) -> dict[str, Any]:
+    if response.is_success:
+        data: dict[str, Any] = response.json()
+        return data
+    try:
+        message = response.json().get("message", response.text)
+    except ValueError:
+        message = response.text
+    raise KubernetesError(f"cannot {doing}: {response.status_code} {message}")
+
+
+def load_configuration() -> Any:
+    """The `kubernetes` client's configuration: in-cluster when running in a pod, else the
+    current kubeconfig context. Raises `KubernetesError` when neither is available."""
+    try:
+        from kubernetes import client
+        from kubernetes import config as kube_config
+    except ImportError as error:
+        raise KubernetesError(
+            "talking to a cluster needs the kube extra: pip install 'ebbtide[kube]'"
+        ) from error
+    configuration = client.Configuration()
+    config: Any = kube_config  # its loaders are untyped
+    try:
+        config.load_incluster_config(client_configuration=configuration)
+    except config.ConfigException:
+        try:
+            config.load_kube_config(client_configuration=configuration)
+        except (config.ConfigException, OSError) as error:
+            raise KubernetesError(
+                f"no Kubernetes cluster configured ({error}); set KUBECONFIG or run in a pod"
+            ) from error
+    return configuration

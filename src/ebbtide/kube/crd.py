@@ -1,0 +1,276 @@
+"""The `InferenceEndpoint` CustomResourceDefinition, its schema generated from the spec models.
+
+`ebbtide.spec.schema.endpoint_openapi_schema()` gives the models' JSON schema with every `$ref`
+inlined; `structural_schema` turns it into the *structural* OpenAPI v3 schema the Kubernetes
+API server demands: optional fields lose their `anyOf: [X, null]`, quantities become
+`x-kubernetes-int-or-string` with the quantity pattern, `const` becomes a one-value `enum`,
+exclusive bounds take the OpenAPI 3.0 (boolean) form, and `additionalProperties: false`
+goes (the API server rejects unknown fields itself under `kubectl`'s strict field validation,
+and prunes them otherwise). `structural_problems` checks the result, so a model change that
+would produce a CRD the API server refuses fails the tests, not a user's `kubectl apply`.
+
+Two of the spec's semantic checks are cheap enough to run at admission as CEL rules
+(`x-kubernetes-validations`); the others (quantity comparisons, per-metric requests) are
+caught by the operator, which reports them in the endpoint's status with the same message
+`ebbtide validate` prints.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ebbtide.spec.models import API_GROUP, KIND, PLURAL, SHORT_NAMES, SINGULAR
+from ebbtide.spec.schema import endpoint_openapi_schema
+
+CRD_NAME = f"{PLURAL}.{API_GROUP}"
+VERSION = "v1"
+CATEGORY = "ebbtide"
+
+# Kubernetes' own grammar for resource.Quantity (as controller-gen emits it for Quantity fields),
+# without the leading minus: every quantity in the spec is a non-negative amount.
+NON_NEGATIVE_QUANTITY_PATTERN = (
+    r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+
+MIN_WITHIN_MAX_RULE = {
+    "rule": "!has(self.minReplicas) || self.minReplicas <= self.maxReplicas",
+    "message": "minReplicas is greater than maxReplicas: set minReplicas to at most maxReplicas",
+    "fieldPath": ".minReplicas",
+    "reason": "FieldValueInvalid",
+}
+CPU_TARGET_NEEDS_REQUEST_RULE = {
+    # The CPU target applies when given, and by default (80%) when no metric is listed.
+    "rule": "(has(self.autoscaling.metrics) && size(self.autoscaling.metrics) > 0"
+    " && !has(self.autoscaling.targetCPUUtilizationPercentage))"
+    " || (has(self.resources) && has(self.resources.requests)"
+    " && has(self.resources.requests.cpu))",
+    "message": "a CPU target (given, or the default 80% when no metric is set) needs "
+    "resources.requests.cpu: utilization is a percent of the request, so without one it cannot "
+    "be computed; add spec.resources.requests.cpu, e.g. 500m",
+    "fieldPath": ".resources",
+    "reason": "FieldValueRequired",
+}
+
+SELECTOR_STATUS_FIELD = {
+    "type": "string",
+    "description": "The label selector of the endpoint's pods (app=<name>), for the scale "
+    "subresource.",
+}
+
+PRINTER_COLUMNS: list[dict[str, Any]] = [
+    {
+        "name": "Min",
+        "type": "integer",
+        "jsonPath": ".spec.autoscaling.minReplicas",
+        "description": "The fewest replicas.",
+    },
+    {
+        "name": "Max",
+        "type": "integer",
+        "jsonPath": ".spec.autoscaling.maxReplicas",
+        "description": "The most replicas.",
+    },
+    {
+        "name": "Replicas",
+        "type": "integer",
+        "jsonPath": ".status.replicas",
+        "description": "Replicas that exist.",
+    },
+    {
+        "name": "Target",
+        "type": "integer",
+        "jsonPath": ".spec.autoscaling.targetCPUUtilizationPercentage",
+        "description": "The CPU target, in percent of requests.cpu.",
+    },
+    {
+        "name": "Ready",
+        "type": "integer",
+        "jsonPath": ".status.readyReplicas",
+        "description": "Replicas ready to serve.",
+    },
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    {
+        "name": "Model",
+        "type": "string",
+        "jsonPath": ".spec.model.name",
+        "priority": 1,
+        "description": "The model served.",
+    },
+    {
+        "name": "Version",
+        "type": "string",
+        "jsonPath": ".spec.model.version",
+        "priority": 1,
+        "description": "The model version served.",
+    },
+    {
+        "name": "URL",
+        "type": "string",
+        "jsonPath": ".status.url",
+        "priority": 1,
+        "description": "Where clients in the cluster send requests.",
+    },
+]
+
+# The scale subresource exposes the replica floor: `kubectl scale ie NAME --replicas=N` sets
+# minReplicas, so the HorizontalPodAutoscaler keeps at least N and may still scale up to
+# maxReplicas. The endpoint has no other single "desired replicas" field: the count itself
+# belongs to the autoscaler.
+SCALE_SUBRESOURCE = {
+    "specReplicasPath": ".spec.autoscaling.minReplicas",
+    "statusReplicasPath": ".status.replicas",
+    "labelSelectorPath": ".status.selector",
+}
+
+
+def crd_manifest() -> dict[str, Any]:
+    """The CustomResourceDefinition `inferenceendpoints.mlops.example.com`, ready to apply."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": CRD_NAME,
+            "labels": {"app.kubernetes.io/part-of": "ebbtide"},
+        },
+        "spec": {
+            "group": API_GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": KIND,
+                "listKind": f"{KIND}List",
+                "plural": PLURAL,
+                "singular": SINGULAR,
+                "shortNames": list(SHORT_NAMES),
+                "categories": [CATEGORY],
+            },
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "schema": {"openAPIV3Schema": crd_schema()},
+                    "subresources": {"status": {}, "scale": dict(SCALE_SUBRESOURCE)},
+                    "additionalPrinterColumns": [dict(c) for c in PRINTER_COLUMNS],
+                }
+            ],
+        },
+    }
+
+
+def crd_schema() -> dict[str, Any]:
+    """The CRD's `openAPIV3Schema`: structural, with admission rules and the kube-only status
+    field the scale subresource reads."""
+    schema: dict[str, Any] = structural_schema(endpoint_openapi_schema())
+    properties = schema["properties"]
+    # The API server owns apiVersion, kind and metadata: a CRD may only say they exist.
+    properties["apiVersion"] = {"type": "string", "description": "mlops.example.com/v1."}
+    properties["kind"] = {"type": "string", "description": "InferenceEndpoint."}
+    properties["metadata"] = {"type": "object"}
+    schema["required"] = ["spec"]
+    spec = properties["spec"]
+    spec["x-kubernetes-validations"] = [dict(CPU_TARGET_NEEDS_REQUEST_RULE)]
+    autoscaling = spec["properties"]["autoscaling"]
+    autoscaling["x-kubernetes-validations"] = [dict(MIN_WITHIN_MAX_RULE)]
+    properties["status"]["properties"]["selector"] = dict(SELECTOR_STATUS_FIELD)
+    problems = structural_problems(schema)
+    if problems:  # pragma: no cover - a model change the tests would catch first
+        raise ValueError("the generated CRD schema is not structural: " + "; ".join(problems))
+    return schema
+
+
+def structural_schema(node: Any) -> Any:
+    """A JSON schema (draft 2020-12, no `$ref`) rewritten in the structural OpenAPI v3 form."""
+    if isinstance(node, list):
+        return [structural_schema(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    node = _without_null_option(node)
+    converted: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in ("properties", "$defs"):
+            converted[key] = {name: structural_schema(child) for name, child in value.items()}
+        elif key in ("items", "additionalProperties") and isinstance(value, dict):
+            converted[key] = structural_schema(value)
+        else:
+            converted[key] = value
+    if "properties" in converted and converted.get("additionalProperties") is False:
+        del converted["additionalProperties"]
+    if "const" in converted:
+        converted["enum"] = [converted.pop("const")]
+    _exclusive_bounds(converted)
+    if converted.get("x-kubernetes-int-or-string"):
+        converted.pop("type", None)
+        converted["anyOf"] = [{"type": "integer"}, {"type": "string"}]
+        converted["pattern"] = NON_NEGATIVE_QUANTITY_PATTERN
+    return converted
+
+
+def _without_null_option(node: dict[str, Any]) -> dict[str, Any]:
+    """`anyOf: [X, {type: null}]` (an optional field) becomes X; the field may be omitted."""
+    options = node.get("anyOf")
+    if not isinstance(options, list):
+        return node
+    kept = [option for option in options if option.get("type") != "null"]
+    if len(kept) != 1 or len(kept) == len(options):
+        return node
+    outer = {k: v for k, v in node.items() if k != "anyOf"}
+    if outer.get("default", 0) is None:
+        del outer["default"]
+    merged: dict[str, Any] = {**_without_null_option(kept[0]), **outer}
+    return merged
+
+
+def _exclusive_bounds(node: dict[str, Any]) -> None:
+    """Draft 2020-12 numeric exclusive bounds become OpenAPI 3.0 booleans; integers tighten."""
+    for exclusive, inclusive, step in (
+        ("exclusiveMinimum", "minimum", 1),
+        ("exclusiveMaximum", "maximum", -1),
+    ):
+        bound = node.get(exclusive)
+        if isinstance(bound, bool) or not isinstance(bound, int | float):
+            continue
+        if node.get("type") == "integer" and isinstance(bound, int):
+            node[inclusive] = bound + step
+            del node[exclusive]
+        else:
+            node[inclusive] = bound
+            node[exclusive] = True
+
+
+_FORBIDDEN_KEYS = ("$ref", "$defs", "const", "definitions", "oneOf", "allOf", "not", "nullable")
+_INT_OR_STRING = [{"type": "integer"}, {"type": "string"}]
+
+
+def structural_problems(schema: dict[str, Any], path: str = "") -> list[str]:
+    """What keeps `schema` from being a structural schema the API server accepts (empty if
+    nothing): every node typed, no references, no unions other than int-or-string, no
+    `properties` next to `additionalProperties`, OpenAPI 3.0 exclusive bounds."""
+    problems: list[str] = []
+    where = path or "<root>"
+    for key in _FORBIDDEN_KEYS:
+        if key in schema:
+            problems.append(f"{where}: {key} is not allowed")
+    int_or_string = bool(schema.get("x-kubernetes-int-or-string"))
+    if int_or_string:
+        if "type" in schema:
+            problems.append(f"{where}: x-kubernetes-int-or-string must not set type")
+        if schema.get("anyOf", _INT_OR_STRING) != _INT_OR_STRING:
+            problems.append(f"{where}: int-or-string allows only anyOf integer|string")
+    else:
+        if "anyOf" in schema:
+            problems.append(f"{where}: anyOf is allowed only for int-or-string")
+        typed = schema.get("type") in ("object", "array", "string", "integer", "number", "boolean")
+        if not typed and not schema.get("x-kubernetes-preserve-unknown-fields"):
+            problems.append(f"{where}: type must be set (found {schema.get('type')!r})")
+    if "properties" in schema and "additionalProperties" in schema:
+        problems.append(f"{where}: properties and additionalProperties are mutually exclusive")
+    for key in ("exclusiveMinimum", "exclusiveMaximum"):
+        if key in schema and not isinstance(schema[key], bool):
+            problems.append(f"{where}: {key} must be a boolean in OpenAPI v3.0")
+    for name, child in schema.get("properties", {}).items():
+        problems.extend(structural_problems(child, f"{path}.{name}"))
+    for key in ("items", "additionalProperties"):
+        if isinstance(schema.get(key), dict):
+            problems.extend(structural_problems(schema[key], f"{path}.{key}"))
+    return problems

@@ -1,0 +1,144 @@
+"""Everything `ebbtide kube install` prints: namespace, CRD, least-privilege RBAC, operator.
+
+The operator's ClusterRole grants exactly what it does and nothing more: read and watch
+InferenceEndpoints and write their status; create, patch (server-side apply), watch and delete
+the three kinds of object it renders; set owner references that block deletion
+(`inferenceendpoints/finalizers`, required by the OwnerReferencesPermissionEnforcement
+admission plugin); and post events. It never reads Secrets, ConfigMaps or Pods, and does not
+list CRDs or namespaces: the operator runs with kopf's cluster scanning off and checks once,
+at start, that the CRD is served.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ebbtide.kube.crd import crd_manifest
+from ebbtide.kube.manifests import RenderOptions
+from ebbtide.spec.models import API_GROUP, PLURAL
+
+OPERATOR_NAME = "ebbtide-operator"
+DEFAULT_OPERATOR_NAMESPACE = "ebbtide-system"
+LIVENESS_PORT = 8081
+PART_OF = {"app.kubernetes.io/part-of": "ebbtide"}
+
+_WRITE_CHILDREN = ["get", "list", "watch", "create", "patch", "delete"]
+OPERATOR_RULES: list[dict[str, Any]] = [
+    {"apiGroups": [API_GROUP], "resources": [PLURAL], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": [API_GROUP], "resources": [f"{PLURAL}/status"], "verbs": ["get", "patch"]},
+    {"apiGroups": [API_GROUP], "resources": [f"{PLURAL}/finalizers"], "verbs": ["update"]},
+    {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": _WRITE_CHILDREN},
+    {"apiGroups": [""], "resources": ["services"], "verbs": _WRITE_CHILDREN},
+    {
+        "apiGroups": ["autoscaling"],
+        "resources": ["horizontalpodautoscalers"],
+        "verbs": _WRITE_CHILDREN,
+    },
+    {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+]
+
+
+def install_manifests(
+    namespace: str = DEFAULT_OPERATOR_NAMESPACE, options: RenderOptions | None = None
+) -> list[dict[str, Any]]:
+    """The objects to apply, in order: Namespace (unless `default`), CRD, ServiceAccount,
+    ClusterRole, ClusterRoleBinding, operator Deployment."""
+    options = options or RenderOptions()
+    objects: list[dict[str, Any]] = []
+    if namespace != "default":
+        objects.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {"name": namespace, "labels": dict(PART_OF)},
+            }
+        )
+    objects.append(crd_manifest())
+    objects.extend(rbac_manifests(namespace))
+    objects.append(operator_deployment(namespace, options))
+    return objects
+
+
+def rbac_manifests(namespace: str) -> list[dict[str, Any]]:
+    """The operator's ServiceAccount, ClusterRole and the binding between them."""
+    account = {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {"name": OPERATOR_NAME, "namespace": namespace, "labels": dict(PART_OF)},
+    }
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": OPERATOR_NAME, "labels": dict(PART_OF)},
+        "rules": [dict(rule) for rule in OPERATOR_RULES],
+    }
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": OPERATOR_NAME, "labels": dict(PART_OF)},
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": OPERATOR_NAME,
+        },
+        "subjects": [{"kind": "ServiceAccount", "name": OPERATOR_NAME, "namespace": namespace}],
+    }
+    return [account, role, binding]
+
+
+def operator_deployment(namespace: str, options: RenderOptions) -> dict[str, Any]:
+    """One operator replica (Recreate: never two at once), in the same image as the model
+    server, told which image and model claim the endpoints it renders should use."""
+    labels = {"app": OPERATOR_NAME, **PART_OF}
+    command = ["ebbtide", "kube", "operator", "--liveness-port", str(LIVENESS_PORT)]
+    env = [
+        {"name": "EBBTIDE_IMAGE", "value": options.image},
+        {"name": "EBBTIDE_MODELS_CLAIM", "value": options.models_claim},
+        {"name": "EBBTIDE_STORAGE_INITIALIZER", "value": options.storage_initializer_image},
+        {"name": "EBBTIDE_HOME", "value": "/tmp/ebbtide"},
+    ]
+    container = {
+        "name": "operator",
+        "image": options.image,
+        "imagePullPolicy": options.image_pull_policy,
+        "command": command,
+        "env": env,
+        "ports": [{"name": "healthz", "containerPort": LIVENESS_PORT, "protocol": "TCP"}],
+        "livenessProbe": {
+            "httpGet": {"path": "/healthz", "port": "healthz"},
+            "periodSeconds": 20,
+            "timeoutSeconds": 5,
+        },
+        "resources": {
+            "requests": {"cpu": "100m", "memory": "128Mi"},
+            "limits": {"cpu": "500m", "memory": "256Mi"},
+        },
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": OPERATOR_NAME, "namespace": namespace, "labels": labels},
+        "spec": {
+            "replicas": 1,
+            "strategy": {"type": "Recreate"},
+            "selector": {"matchLabels": {"app": OPERATOR_NAME}},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "serviceAccountName": OPERATOR_NAME,
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "containers": [container],
+                    "volumes": [{"name": "tmp", "emptyDir": {}}],
+                },
+            },
+        },
+    }
