@@ -420,3 +420,8 @@ def load(
             url + operate.infer_path(endpoint), body, arrivals, console, timeout
         ):
             typer.echo(line)
+
+
+from ebbtide.cli.models import register as _register_model_commands  # noqa: E402
+
+_register_model_commands(app)

@@ -23,7 +23,7 @@ import itertools
 import json
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -163,10 +163,9 @@ class AdaptiveBatcher:
         try:
             await asyncio.wait({changed, timer}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (changed, timer):
-                task.cancel()
-                with suppress(asyncio.CancelledError):
-                    await task
+            # Not awaited: awaiting here could swallow a cancellation of the worker itself.
+            changed.cancel()
+            timer.cancel()
 
     async def _execute(self, batch: list[_Pending]) -> None:
         live = [p for p in batch if not p.result.done()]

@@ -270,12 +270,14 @@ class ModelRepository:
         staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=target.parent))
         try:
             self._stage(source, staging, metadata)
-            self._check_staged(name, version, staging)
+            self._check_staged(source, staging)
             if target.exists():
                 shutil.rmtree(target)
             staging.rename(target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+            if not any(target.parent.iterdir()):
+                target.parent.rmdir()
         return self.resolve(name, version)
 
     @staticmethod
@@ -298,9 +300,16 @@ class ModelRepository:
                 merged.write(staging / METADATA_FILE)
 
     @staticmethod
-    def _check_staged(name: str, version: str, staging: Path) -> None:
+    def _check_staged(source: Path, staging: Path) -> None:
         metadata = ModelMetadata.read(staging / METADATA_FILE)
-        _format_of(_model_file(staging, metadata), metadata)
+        try:
+            _format_of(_model_file(staging, metadata), metadata)
+        except ModelLoadError:
+            suffixes = ", ".join(sorted(FORMAT_BY_SUFFIX))
+            raise ModelLoadError(
+                f"cannot tell the format of {source}: give --format ({', '.join(FORMATS)}), or "
+                f"a model file named model.<suffix> with one of {suffixes}"
+            ) from None
 
 
 def _model_file(directory: Path, metadata: ModelMetadata) -> Path:

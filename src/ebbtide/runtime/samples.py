@@ -79,7 +79,19 @@ def _train_fast_onnx(target: Path) -> None:
         options={id(estimator): {"zipmap": False}},
         target_opset={"": 17, "ai.onnx.ml": 3},
     )
+    _rename_input(graph, "input-0")
     target.write_bytes(graph.SerializeToString())
+
+
+def _rename_input(graph: Any, name: str) -> None:
+    """skl2onnx turns `input-0` into `input_0`; keep the sklearn model's name so that one
+    request body works for both."""
+    old = graph.graph.input[0].name
+    graph.graph.input[0].name = name
+    for node in graph.graph.node:
+        for index, value in enumerate(node.input):
+            if value == old:
+                node.input[index] = name
 
 
 SAMPLES = {

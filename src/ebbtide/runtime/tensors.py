@@ -127,6 +127,8 @@ def decode(
             f"input {name!r}: shape {list(shape)} needs {math.prod(shape)} values but data has "
             f"{array.size}"
         )
+    if array.size and target.kind in "iu" and array.dtype.kind in "fO":
+        array = _big_integers(name, data, datatype, array.shape)
     if array.size and array.dtype.kind not in _KINDS_ACCEPTED[target.kind]:
         raise BadInputError(
             f"input {name!r}: data of kind {array.dtype} does not fit datatype {datatype}"
@@ -135,6 +137,21 @@ def decode(
     if expected is not None:
         array = _conform(name, array, datatype, expected)
     return array
+
+
+def _big_integers(
+    name: str, data: Any, datatype: str, shape: tuple[int, ...]
+) -> np.ndarray[Any, Any]:
+    """Integers beyond int64 (UINT64's upper half), which numpy would read as floats."""
+    items = np.asarray(data, dtype=object).ravel().tolist()
+    if not all(isinstance(item, int) and not isinstance(item, bool) for item in items):
+        raise BadInputError(f"input {name!r}: datatype {datatype} needs integers in data")
+    limits = np.iinfo(DTYPES[datatype])
+    if min(items) < limits.min or max(items) > limits.max:
+        raise BadInputError(
+            f"input {name!r}: a value is outside {datatype}'s range {limits.min}..{limits.max}"
+        )
+    return np.asarray(items, dtype=object).reshape(shape).astype(DTYPES[datatype])
 
 
 def _cast(
