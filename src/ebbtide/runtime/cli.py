@@ -51,6 +51,10 @@ def parser() -> argparse.ArgumentParser:
         "--graceful-timeout", type=float, default=30.0,
         help="the longest to wait for accepted requests when stopping (default 30)",
     )  # fmt: skip
+    p.add_argument(
+        "--threads", type=int, default=1,
+        help="threads for BLAS/OpenMP pools (default 1; 0 keeps the libraries' defaults)",
+    )  # fmt: skip
     p.add_argument("--access-log", action="store_true", help="log every request")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return p
@@ -76,6 +80,7 @@ def settings_from(args: argparse.Namespace) -> tuple[ListenAddress, ServerSettin
         max_body_bytes=args.max_body_bytes,
         drain_seconds=args.drain_seconds,
         graceful_timeout_seconds=args.graceful_timeout,
+        threads=args.threads or None,
         access_log=args.access_log,
         log_level=args.log_level,
     )

@@ -20,6 +20,7 @@ import asyncio
 import importlib.util
 import logging
 import signal
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -138,8 +139,18 @@ def serve(
         address.describe(),
         "off" if settings.batching is None else settings.batching,
     )
-    server.run(sockets=[address.sock] if address.sock is not None else None)
+    with _thread_limits(settings.threads):
+        server.run(sockets=[address.sock] if address.sock is not None else None)
     return server.exit_code
+
+
+def _thread_limits(threads: int | None) -> AbstractContextManager[object]:
+    if threads is None:
+        return nullcontext()
+    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+
+    limits: AbstractContextManager[object] = threadpool_limits(limits=threads)
+    return limits
 
 
 def _uvicorn_options(address: ListenAddress, settings: ServerSettings) -> dict[str, Any]:

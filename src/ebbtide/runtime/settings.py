@@ -35,6 +35,10 @@ class ServerSettings:
     seconds; the local gateway removes a replica before stopping it, so 0)."""
     graceful_timeout_seconds: float = 30.0
     """The longest to wait for accepted requests after the listener closes."""
+    threads: int | None = 1
+    """Threads for numeric libraries' pools (BLAS, OpenMP), set with threadpoolctl. A replica
+    is sized in cores and scaled out in processes; idle spinning pool threads would only
+    inflate the CPU utilization the autoscaler reads. None leaves the libraries' defaults."""
     access_log: bool = False
     log_level: str = "info"
 
