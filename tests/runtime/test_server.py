@@ -122,6 +122,15 @@ def test_bad_input_is_400_with_a_clear_message(
     assert re.search(message, response.json()["error"]), response.json()
 
 
+def test_binary_tensor_data_is_refused_with_the_fix(client: triton.InferenceServerClient) -> None:
+    tensor = triton.InferInput("input-0", [1, 64], "FP64")
+    tensor.set_data_from_numpy(DIGITS[:1], binary_data=True)
+    with pytest.raises(InferenceServerException) as error:
+        client.infer(MODEL, [tensor])
+    assert error.value.status() == "400"
+    assert "binary_data=False" in error.value.message()
+
+
 def test_missing_input_via_tritonclient(client: triton.InferenceServerClient) -> None:
     with pytest.raises(InferenceServerException) as error:
         client.infer(MODEL, [_input(DIGITS[:1], name="other")])

@@ -239,6 +239,11 @@ class ModelServerApp:
                     f"the request body is {int(value)} bytes; this server accepts at most "
                     f"{limit} (--max-body-bytes)"
                 )
+            if key == b"inference-header-content-length":
+                raise BadInputError(
+                    "binary tensor data is not supported; send JSON tensors "
+                    "(tritonclient: binary_data=False)"
+                )
         chunks, size = [], 0
         while True:
             message = await receive()
