@@ -7,10 +7,12 @@ EbbtideError
  │    └── ModelNotFoundError    spec.model names nothing in the model repository
  ├── AlreadyExistsError         create of a name that exists
  ├── ConflictError              a write based on a stale resourceVersion
+ ├── InvalidNameError           a model name or version that is not allowed
  ├── ModelLoadError             a model file exists but cannot be loaded
  │    └── MissingExtraError     the model's format needs an optional extra
  ├── InferenceError             a request could not be served
  │    ├── BadInputError         wrong shape, datatype, missing input (the caller's fault)
+ │    │    └── PayloadTooLargeError   the request body exceeds the server's limit
  │    ├── ModelFailedError      the model raised while predicting (the model's fault)
  │    └── NotReadyError         no model or replica ready to serve
  ├── ControlPlaneUnavailableError   the CLI cannot reach a running control plane
@@ -52,6 +54,11 @@ class ConflictError(EbbtideError):
     """A write based on a stale resourceVersion: someone else wrote first. Re-read and retry."""
 
 
+class InvalidNameError(EbbtideError):
+    """A model name or version with characters that are not allowed (it could escape the
+    model repository)."""
+
+
 class ModelLoadError(EbbtideError):
     """The model file was found but could not be loaded."""
 
@@ -66,6 +73,10 @@ class InferenceError(EbbtideError):
 
 class BadInputError(InferenceError):
     """The request is malformed: wrong shape, datatype, missing input, bad JSON."""
+
+
+class PayloadTooLargeError(BadInputError):
+    """The request body is larger than the server accepts (`--max-body-bytes`)."""
 
 
 class ModelFailedError(InferenceError):

@@ -1,1 +1,28 @@
-"""ebbtide.runtime."""
+"""The model server every replica runs, its model repository and its loaders per format.
+
+What the rest of ebbtide calls:
+
+- `ModelRepository(root)`: `resolve(name, version)`, `add(...)`, `all()`.
+- `load_model(reference, repository) -> LoadedModel` and `serve(loaded_or_location, address,
+  settings) -> exit code`: serve in this process (a warm parent can load, then fork).
+- `python -m ebbtide.runtime NAME[:VERSION] --port N | --unix PATH ...`: a replica process.
+- Readiness: `GET /v2/health/ready` answers 200 once the model is loaded, 503 before and
+  while draining.
+"""
+
+from ebbtide.runtime.repository import ModelLocation, ModelMetadata, ModelRepository
+from ebbtide.runtime.server import LoadedModel, load_model, resolve, serve
+from ebbtide.runtime.settings import BatchingSettings, ListenAddress, ServerSettings
+
+__all__ = [
+    "BatchingSettings",
+    "ListenAddress",
+    "LoadedModel",
+    "ModelLocation",
+    "ModelMetadata",
+    "ModelRepository",
+    "ServerSettings",
+    "load_model",
+    "resolve",
+    "serve",
+]

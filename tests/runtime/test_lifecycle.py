@@ -1,0 +1,178 @@
+"""A replica's life: not ready while loading, load failures, unix sockets, serving after a
+fork from a warm parent, and a SIGTERM under load that loses no accepted request."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from ebbtide.runtime.repository import ModelRepository
+from tests.runtime.replicas import Replica
+
+pytestmark = pytest.mark.integration
+SLOW_BODY = {"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP64", "data": [1.5]}]}
+
+
+def test_not_ready_until_loaded(repository: ModelRepository, logs: Path) -> None:
+    replica = Replica(repository.root, "slow", logs).start()
+    try:
+        replica.wait_live()
+        ready = replica.get("/v2/health/ready")
+        assert (ready.status_code, ready.json()) == (503, {"ready": False})
+        assert replica.get("/v2/models/slow/ready").status_code == 503
+        early = replica.post("/v2/models/slow/infer", json=SLOW_BODY)
+        assert early.status_code == 503
+        assert "not ready yet" in early.json()["error"]
+        replica.wait_ready()
+        answer = replica.post("/v2/models/slow/infer", json=SLOW_BODY)
+        assert answer.json()["outputs"][0]["data"] == [2.5]
+    finally:
+        replica.stop()
+    assert replica.wait_exit() == 0
+
+
+def test_a_model_that_cannot_load_exits_with_the_reason(
+    repository: ModelRepository, logs: Path
+) -> None:
+    repository.add("broken", "v1", Path(__file__).parent / "models" / "broken.py")
+    replica = Replica(repository.root, "broken", logs).start()
+    assert replica.wait_exit(30) == 3
+    assert "FileNotFoundError: weights.bin is missing" in replica.log()
+
+
+def test_an_unknown_model_exits_before_listening(repository: ModelRepository, logs: Path) -> None:
+    replica = Replica(repository.root, "absent:v1", logs).start()
+    assert replica.wait_exit(30) == 2
+    assert "model absent:v1 not found: no folder" in replica.log()
+
+
+def test_serve_model_command_on_a_unix_socket(repository: ModelRepository, tmp_path: Path) -> None:
+    socket_path = tmp_path / "replica.sock"
+    command = [str(Path(sys.executable).parent / "ebbtide"), "serve-model", "echo:v1",
+               "--repository", str(repository.root), "--unix", str(socket_path)]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait(socket_path.exists)  # (httpx leaks a socket when a unix connect fails)
+        with httpx.Client(transport=httpx.HTTPTransport(uds=str(socket_path)), timeout=5) as client:
+            _wait(lambda: client.get("http://replica/v2/health/ready").status_code == 200)
+            body = {"inputs": [{"name": "v", "shape": [2], "datatype": "INT32", "data": [4, 5]}]}
+            response = client.post("http://replica/v2/models/echo/versions/v1/infer", json=body)
+            assert response.json()["outputs"] == [
+                {"name": "v", "datatype": "INT32", "shape": [2], "data": [4, 5]}
+            ]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(15) == 0
+
+
+def test_a_forked_child_serves_the_model_its_parent_loaded(
+    repository: ModelRepository, tmp_path: Path
+) -> None:
+    script = textwrap.dedent(
+        f"""
+        import os, socket, sys
+        from ebbtide.runtime import ListenAddress, load_model, serve
+        loaded = load_model("sample-fast:v1", {str(repository.root)!r})
+        assert loaded.fork_safe
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(128)
+        child = os.fork()
+        if child == 0:
+            os._exit(serve(loaded, ListenAddress.bound(sock)))
+        print(sock.getsockname()[1], child, flush=True)
+        _, status = os.waitpid(child, 0)
+        sys.exit(os.waitstatus_to_exitcode(status))
+        """
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    child = None
+    try:
+        assert parent.stdout is not None
+        port, child = (int(part) for part in parent.stdout.readline().split())
+        url = f"http://127.0.0.1:{port}"
+        _wait(lambda: httpx.get(f"{url}/v2/health/ready").status_code == 200)
+        body = {"instances": [[0.0] * 64]}
+        assert httpx.post(f"{url}/v1/models/sample-fast:predict", json=body).status_code == 200
+    finally:
+        if child is not None:
+            os.kill(child, signal.SIGTERM)
+        assert parent.wait(15) == 0
+        assert parent.stdout is not None
+        parent.stdout.close()
+
+
+def test_sigterm_under_load_loses_no_accepted_request(
+    repository: ModelRepository, logs: Path
+) -> None:
+    replica = Replica(repository.root, "slow", logs, "--drain-seconds", "1").start().wait_ready()
+    stop = threading.Event()
+    results: list[tuple[float, int, Any]] = []
+    lost: list[BaseException] = []
+    refused: list[int] = []
+
+    def client() -> None:
+        while not stop.is_set():
+            connection = http.client.HTTPConnection("127.0.0.1", replica.port, timeout=10)
+            try:
+                connection.connect()
+            except ConnectionRefusedError:
+                refused.append(1)
+                return
+            try:
+                connection.request("POST", "/v2/models/slow/infer", json.dumps(SLOW_BODY))
+                response = connection.getresponse()
+                results.append((time.monotonic(), response.status, json.loads(response.read())))
+            except (OSError, http.client.HTTPException) as error:
+                lost.append(error)
+            finally:
+                connection.close()
+
+    threads = [threading.Thread(target=client) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(0.5)
+        signalled = time.monotonic()
+        replica.terminate()
+        _wait(lambda: replica.get("/v2/health/ready").status_code == 503)
+        stop.set()  # as the gateway does once readiness is false
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+    assert replica.wait_exit() == 0
+    assert lost == []
+    assert refused == []
+    assert len(results) >= 16
+    assert all(status == 200 for _, status, _ in results), results
+    assert all(body["outputs"][0]["data"] == [2.5] for _, _, body in results)
+    finished_after_signal = [at for at, _, _ in results if at > signalled]
+    assert len(finished_after_signal) >= 8, "requests in flight at SIGTERM must still complete"
+    assert "Shutting down" in replica.log()
+
+
+def _wait(check: Any, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
