@@ -1,4 +1,4 @@
-"""Starting a replica's model server as a fresh process (`python -m ebbtide serve-model`)."""
+"""Starting a replica's model server as a fresh process (`python -m ebbtide.runtime`)."""
 
 from __future__ import annotations
 
@@ -15,12 +15,8 @@ def serve_command(template: ReplicaTemplate, port: int) -> list[str]:
     command = [
         sys.executable,
         "-m",
-        "ebbtide",
-        "serve-model",
-        "--name",
-        template.model_name,
-        "--version",
-        template.model_version,
+        "ebbtide.runtime",
+        f"{template.model_name}:{template.model_version}",
         "--repository",
         str(template.repository),
         "--host",
@@ -32,7 +28,7 @@ def serve_command(template: ReplicaTemplate, port: int) -> list[str]:
         command += [
             "--max-batch-size",
             str(template.max_batch_size),
-            "--max-batch-latency-ms",
+            "--max-latency-ms",
             str(template.max_batch_latency_ms),
         ]
     return command
