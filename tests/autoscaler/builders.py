@@ -56,8 +56,11 @@ def endpoint(
     memory_request: str | None = None,
     metrics: list[dict[str, Any]] | None = None,
     behavior: dict[str, Any] | None = None,
+    **extensions: Any,
 ) -> InferenceEndpoint:
+    """An endpoint; `extensions` are more spec.autoscaling fields (burst, prediction, ...)."""
     autoscaling: dict[str, Any] = {"minReplicas": min_replicas, "maxReplicas": max_replicas}
+    autoscaling.update(extensions)
     if cpu_target is not None:
         autoscaling["targetCPUUtilizationPercentage"] = cpu_target
     if metrics is not None:

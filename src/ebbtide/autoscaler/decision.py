@@ -8,6 +8,10 @@ The steps are the HPA's (horizontal.go, reconcileAutoscaler), each recorded with
 3. stabilize: the most conservative recommendation of each direction's window;
 4. limit: the rate policies and the min/max clamp.
 
+ebbtide adds three steps, each recorded the same way: `burst` (a short window that scales up at
+once on a surge, `burst.py`), `forecast` (opt-in predictive scale-up, `forecast.py`) between
+2 and 3, and `zero` (scale to and from zero with `minReplicas: 0`, `zero.py`) after 4.
+
 `Decision.conditions` are the HPA's status conditions (AbleToScale, ScalingActive,
 ScalingLimited) and `Decision.event` its event text, `New size: 3; reason: cpu resource
 utilization (percentage of request) above target`.
@@ -19,12 +23,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
+from ebbtide.autoscaler import burst as bursts
+from ebbtide.autoscaler import zero
 from ebbtide.autoscaler.behavior import Step, limit_rate, stabilize
-from ebbtide.autoscaler.calculator import Proposal, Tolerances, propose
+from ebbtide.autoscaler.calculator import Proposal, Tolerances, propose, traffic_proposal
+from ebbtide.autoscaler.demand import estimate
+from ebbtide.autoscaler.forecast import forecast_replicas
 from ebbtide.autoscaler.observation import Observation
 from ebbtide.autoscaler.policy import Policy
+from ebbtide.autoscaler.profiles import DirectionRules
 from ebbtide.autoscaler.state import State
-from ebbtide.autoscaler.windows import Sample
+from ebbtide.autoscaler.windows import Sample, arrival_rate
 from ebbtide.spec.models import Condition
 
 ConditionStatus = Literal["True", "False", "Unknown"]
@@ -71,12 +80,16 @@ def decide(observation: Observation, policy: Policy, state: State, now: float) -
     """One decision. Call it every `policy.sync_period` seconds with a fresh observation and the
     state the previous decision returned (`State()` the first time)."""
     current = observation.current_replicas
-    state = state.with_sample(Sample.of(observation, now), policy.history)
+    previous = state.samples[-1] if state.samples else None
+    sample = Sample.of(observation, now)
+    state = zero.note_requests(state.with_sample(sample, policy.history), previous, sample)
     if not state.initialized:
         # The HPA's recordInitialRecommendation: the starting count holds for a full
         # scale-down window, so a restarted controller does not shrink an endpoint at once.
         state = replace(state, initialized=True).with_recommendation(now, current, _keep(policy))
-    if current == 0 and policy.min_replicas > 0:
+    if current == 0 and policy.min_replicas == 0:
+        return _at_zero(observation, policy, state, previous, now)
+    if current == 0 and not state.scaled_to_zero:
         return _disabled(current, state)
     if current > policy.max_replicas or current < policy.min_replicas:
         return _to_bounds(current, policy, state, now)
@@ -89,23 +102,45 @@ def decide(observation: Observation, policy: Policy, state: State, now: float) -
     invalid = [p for p in proposals if not p.valid]
     if chosen is None or (invalid and (chosen.replicas or 0) < current):
         return _not_computed(current, state, proposals, invalid)
-    return _normalize(current, chosen, proposals, policy, state, now)
+    return _normalize(observation, chosen, proposals, policy, state, now)
 
 
 def _normalize(
-    current: int,
+    observation: Observation,
     chosen: Proposal,
     proposals: tuple[Proposal, ...],
     policy: Policy,
     state: State,
     now: float,
 ) -> Decision:
-    """Stabilize and rate-limit the metrics' proposal, then record what was decided."""
+    """Raise the metrics' proposal for a burst or a forecast, stabilize and rate-limit it, and
+    record what was decided."""
+    current = observation.current_replicas
     proposed = chosen.replicas or 0
-    metrics = Step("metrics", proposed, chosen.reason, _proposal_message(chosen))
-    stable = stabilize(
-        state.recommendations, proposed, current, now, policy.scale_up, policy.scale_down
-    )
+    floor = 0  # burst mode: no scale-down at all
+    steps = [Step("metrics", proposed, chosen.reason, _proposal_message(chosen))]
+    reason = f"{chosen.goal.description} above target"
+    demand = estimate(observation, policy, state.samples)
+    scale_up = policy.scale_up
+    if policy.burst is not None:
+        burst = bursts.assess(observation, policy, policy.burst, state, demand, now)
+        state = burst.state
+        if burst.active:
+            floor = current
+            if (burst.replicas or 0) > proposed:
+                proposed = burst.replicas or 0
+                reason = f"burst: the last {policy.burst.window:g} s asks for {proposed}"
+            steps.append(Step("burst", proposed, "BurstMode", burst.message(policy.burst)))
+            scale_up = _unlimited(scale_up)
+    if policy.forecast is not None:
+        forecast = forecast_replicas(state.samples, policy, policy.forecast, demand)
+        if forecast is not None and forecast[0] > proposed:
+            proposed = forecast[0]
+            reason = (
+                f"predicted load: {forecast[1]:.3g} requests/s in {policy.forecast.horizon:g} s"
+            )
+            steps.append(Step("forecast", proposed, "PredictedLoad", reason))
+    stable = stabilize(state.recommendations, proposed, current, now, scale_up, policy.scale_down)
     state = state.with_recommendation(now, proposed, _keep(policy))
     limited = limit_rate(
         stable.replicas,
@@ -114,17 +149,17 @@ def _normalize(
         policy.max_replicas,
         state.scale_up_events,
         state.scale_down_events,
-        policy.scale_up,
+        scale_up,
         policy.scale_down,
         now,
     )
-    desired = limited.replicas
-    state = _record_scale(state, now, current, desired, policy)
-    reason = ""
-    if proposed > current:
-        reason = f"{chosen.goal.description} above target"
-    elif proposed < current:
+    steps += [stable, limited]
+    desired = max(limited.replicas, min(floor, policy.max_replicas))
+    if proposed < current:
         reason = "All metrics below target"
+    if policy.min_replicas == 0:
+        desired, reason, steps, state = _toward_zero(desired, reason, steps, policy, state, now)
+    state = _record_scale(state, now, current, desired, policy)
     conditions = (
         _condition("AbleToScale", "True", stable.reason, stable.message),
         _condition(
@@ -140,9 +175,88 @@ def _normalize(
             limited.reason,
             limited.message,
         ),
+        *_zero_condition(policy, desired),
     )
-    return Decision(
-        desired, current, (metrics, stable, limited), state, conditions, proposals, reason
+    rescale = reason if desired != current else ""
+    return Decision(desired, current, tuple(steps), state, conditions, proposals, rescale)
+
+
+def _unlimited(rules: DirectionRules) -> DirectionRules:
+    """Burst mode scales up at once: no rate policies, though Disabled still means never."""
+    if rules.select_policy == "Disabled":
+        return rules
+    return replace(rules, policies=(), stabilization_window=0.0)
+
+
+def _toward_zero(
+    desired: int, reason: str, steps: list[Step], policy: Policy, state: State, now: float
+) -> tuple[int, str, list[Step], State]:
+    """With minReplicas 0: zero once idle, and never zero while requests are recent."""
+    if zero.idle(state, policy, now):
+        step = Step("zero", 0, "IdleScaleToZero", zero.idle_message(policy))
+        state = replace(state, scaled_to_zero=True).with_recommendation(now, 0, _keep(policy))
+        return 0, f"idle for {policy.zero.idle_period:g} s", [*steps, step], state
+    if desired == 0:
+        message = "requests arrived within the idle period: keeping one replica"
+        return 1, reason, [*steps, Step("zero", 1, "KeepOneWhileActive", message)], state
+    return desired, reason, steps, state
+
+
+def _at_zero(
+    observation: Observation,
+    policy: Policy,
+    state: State,
+    previous: Sample | None,
+    now: float,
+) -> Decision:
+    """At zero replicas with minReplicas 0: start replicas at once when a request comes."""
+    if not zero.requested(previous, state.samples[-1]):
+        step = Step("zero", 0, "ScaledToZero", zero.idle_message(policy))
+        conditions = (
+            _condition("ScalingActive", "True", "ScaledToZero", step.message),
+            *_zero_condition(policy, 0),
+        )
+        return Decision(0, 0, (step,), replace(state, scaled_to_zero=True), conditions)
+    desired = min(policy.max_replicas, max(1, _from_zero_count(observation, policy, state)))
+    message = f"requests arrived at zero replicas: starting {desired} at once"
+    step = Step("zero", desired, "ScaleFromZero", message)
+    state = replace(state, scaled_to_zero=False).with_recommendation(now, desired, _keep(policy))
+    state = _record_scale(state, now, 0, desired, policy)
+    conditions = (
+        _condition("AbleToScale", "True", "SucceededGetScale", message),
+        _condition("ScalingActive", "True", "ScaleFromZero", message),
+        *_zero_condition(policy, desired),
+    )
+    reason = "request arrived while scaled to zero"
+    return Decision(desired, 0, (step,), state, conditions, (), reason)
+
+
+def _from_zero_count(observation: Observation, policy: Policy, state: State) -> int:
+    """What the request metrics ask for with no replica yet: total demand over the target."""
+    latest = state.samples[-1]
+    counts = [1]
+    for goal in policy.metrics:
+        total: float | None = None
+        if goal.name == "concurrency":
+            total = latest.in_flight
+        elif goal.name == "requests_per_second":
+            rate = arrival_rate(state.samples, policy.metric_window, policy.sync_period / 2)
+            total = rate.value if rate else None
+        if total is not None:
+            proposal = traffic_proposal(goal, total, 0, Tolerances(0.0, 0.0))
+            counts.append(proposal.replicas or 0)
+    return max(counts)
+
+
+def _zero_condition(policy: Policy, desired: int) -> tuple[Condition, ...]:
+    if policy.min_replicas != 0:
+        return ()
+    if desired == 0:
+        return (_condition("ScaledToZero", "True", "ScaledToZero", zero.idle_message(policy)),)
+    return (
+        _condition(
+            "ScaledToZero", "False", "NotScaledToZero", "requests arrived within the idle period"
+        ),
     )
 
 

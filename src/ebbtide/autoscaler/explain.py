@@ -28,7 +28,12 @@ def explain(decision: Decision, policy: Policy) -> str:
     if active is not None and active.status == "False":
         return f"not scaling: cannot compute a replica count: {_detail(active.message)}"
     if first.name == "bounds" or first.name == "zero":
+        if first.reason == "ScaledToZero":
+            return f"idle at 0 replicas: {first.message}"
         return f"{_moving(current, desired)}: {first.message}"
+    special = _extension(decision)
+    if special:
+        return special
     chosen = _chosen(decision)
     usage = _usage(chosen) if chosen else "no metric value"
     wanted = decision.reasons[0].replicas
@@ -67,6 +72,23 @@ def explain(decision: Decision, policy: Policy) -> str:
             "still holds"
         )
     return f"holding {current} {plural}: {usage}{_high_target_hint(chosen)}"
+
+
+def _extension(decision: Decision) -> str | None:
+    """Burst mode, prediction and scale to zero, when one of them decided."""
+    current, desired = decision.current, decision.desired
+    zero = decision.step("zero")
+    if zero is not None:
+        return f"{_moving(current, desired)}: {zero.message}"
+    burst = decision.step("burst")
+    if burst is not None and desired > current:
+        return f"scaling up at once {current} → {desired} (burst mode): {burst.message}"
+    if burst is not None:
+        return f"holding {current} (burst mode): {burst.message}"
+    forecast = decision.step("forecast")
+    if forecast is not None and desired > current:
+        return f"scaling up {current} → {desired} ahead of the {forecast.message}"
+    return None
 
 
 def _chosen(decision: Decision) -> Proposal | None:

@@ -18,8 +18,18 @@ from ebbtide.autoscaler.profiles import (
     RatePolicy,
     ZeroSettings,
 )
-from ebbtide.spec.models import InferenceEndpoint, MetricSpec, ScalingRules
+from ebbtide.spec.models import (
+    BurstMode,
+    InferenceEndpoint,
+    MetricSpec,
+    Prediction,
+    ScaleToZero,
+    ScalingRules,
+)
 from ebbtide.spec.quantity import parse_quantity
+
+DEFAULT_BURST_THRESHOLD = 2.0
+"""Knative's panic threshold: the short window asks for twice the ready replicas."""
 
 MetricName = Literal["cpu", "memory", "concurrency", "requests_per_second"]
 
@@ -106,10 +116,45 @@ def policy_for(endpoint: InferenceEndpoint, profile: Profile = LOCAL) -> Policy:
         metric_window=profile.metric_window,
         cpu_initialization_period=profile.cpu_initialization_period,
         initial_readiness_delay=profile.initial_readiness_delay,
-        burst=profile.burst,
-        zero=profile.zero,
-        forecast=None,
+        burst=_burst(profile, autoscaling.burst),
+        zero=_zero(profile, autoscaling.scale_to_zero),
+        forecast=_forecast(profile, autoscaling.prediction),
         profile=profile.name,
+    )
+
+
+def _burst(profile: Profile, spec: BurstMode | None) -> BurstSettings | None:
+    """The profile's burst mode with the spec's fields over it; `enabled: false` turns it off,
+    `enabled: true` turns it on where the profile has none (a window of one sync period)."""
+    if spec is None:
+        return profile.burst
+    if spec.enabled is False:
+        return None
+    base = profile.burst
+    if base is None and not spec.enabled:
+        return None
+    base = base or BurstSettings(window=profile.sync_period, threshold=DEFAULT_BURST_THRESHOLD)
+    return BurstSettings(
+        window=base.window if spec.window_seconds is None else spec.window_seconds,
+        threshold=base.threshold
+        if spec.threshold_percent is None
+        else spec.threshold_percent / 100,
+    )
+
+
+def _zero(profile: Profile, spec: ScaleToZero | None) -> ZeroSettings:
+    if spec is None or spec.idle_seconds is None:
+        return profile.zero
+    return ZeroSettings(idle_period=spec.idle_seconds)
+
+
+def _forecast(profile: Profile, spec: Prediction | None) -> ForecastSettings | None:
+    if spec is None or not spec.enabled:
+        return None
+    base = profile.forecast
+    return ForecastSettings(
+        history=base.history if spec.history_seconds is None else spec.history_seconds,
+        horizon=base.horizon if spec.horizon_seconds is None else spec.horizon_seconds,
     )
 
 

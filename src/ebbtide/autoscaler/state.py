@@ -46,6 +46,8 @@ class State:
     after it."""
     last_request_at: float | None = None
     """The last time a request was seen arriving or in flight (for scale to zero)."""
+    scaled_to_zero: bool = False
+    """True after the autoscaler itself scaled the endpoint to zero (as opposed to a person)."""
 
     def with_sample(self, sample: Sample, keep: float) -> State:
         """Add a reading and drop those older than `keep` seconds (except the newest)."""
