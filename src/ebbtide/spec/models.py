@@ -203,6 +203,80 @@ class Behavior(Frozen):
     )
 
 
+class BurstMode(Frozen):
+    """Burst mode, Knative's panic mode: a short window beside the stable one. When the short
+    window asks for at least `thresholdPercent` of the ready replicas, scale up at once to what
+    it asks for, and do not scale down until a full scale-down stabilization window has passed
+    without another burst."""
+
+    enabled: bool | None = Field(
+        default=None,
+        description="Turn burst mode on or off. Default: on with the local profile, off with "
+        "the kubernetes profile (the HPA has none).",
+    )
+    window_seconds: float | None = Field(
+        default=None,
+        alias="windowSeconds",
+        gt=0,
+        le=60,
+        description="The short window, in seconds. Default 1 (local profile); with the "
+        "kubernetes profile, one sync period.",
+    )
+    threshold_percent: int | None = Field(
+        default=None,
+        alias="thresholdPercent",
+        ge=110,
+        le=1000,
+        description="Enter burst mode when the short window asks for this percent of the ready "
+        "replicas. Default 200, Knative's panic threshold.",
+    )
+
+
+class ScaleToZero(Frozen):
+    """Scale to zero, for `minReplicas: 0`: after an idle period the last replica drains and
+    stops; a request arriving at zero is held while a replica starts, then served."""
+
+    idle_seconds: float | None = Field(
+        default=None,
+        alias="idleSeconds",
+        gt=0,
+        le=86_400,
+        description="Seconds without any request before the last replica stops. Default 30 "
+        "(local profile) or 300 (kubernetes profile).",
+    )
+    hold_timeout_seconds: float = Field(
+        default=30.0,
+        alias="holdTimeoutSeconds",
+        gt=0,
+        le=600,
+        description="How long the gateway holds a request that arrives at zero replicas while "
+        "a replica starts; after that it answers 503 with Retry-After. Default 30.",
+    )
+
+
+class Prediction(Frozen):
+    """Predictive scale-up: forecast arrivals from the recent history and provision ahead.
+    It only ever adds replicas; it never scales down on a forecast alone."""
+
+    enabled: bool = Field(default=False, description="Turn prediction on. Default off.")
+    horizon_seconds: float | None = Field(
+        default=None,
+        alias="horizonSeconds",
+        gt=0,
+        le=3600,
+        description="How far ahead to forecast: at least one replica start. Default 5 "
+        "(local profile) or 60 (kubernetes profile).",
+    )
+    history_seconds: float | None = Field(
+        default=None,
+        alias="historySeconds",
+        gt=0,
+        le=3600,
+        description="How much arrival history the forecast fits. Default 60 (local profile) "
+        "or 600 (kubernetes profile).",
+    )
+
+
 class Autoscaling(Frozen):
     """Replica bounds and targets. The seed's simplified form (min_servers, max_servers,
     target_utilization as a fraction) is accepted and normalized to these fields."""
@@ -229,6 +303,17 @@ class Autoscaling(Frozen):
     )
     behavior: Behavior | None = Field(
         default=None, description="Rate limits and stabilization per direction."
+    )
+    burst: BurstMode | None = Field(
+        default=None, description="Burst mode (a short panic window); the profile's default."
+    )
+    scale_to_zero: ScaleToZero | None = Field(
+        default=None,
+        alias="scaleToZero",
+        description="Idle period and request hold timeout, used with minReplicas: 0.",
+    )
+    prediction: Prediction | None = Field(
+        default=None, description="Predictive scale-up; off unless enabled."
     )
 
 

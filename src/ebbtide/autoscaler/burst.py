@@ -1,0 +1,105 @@
+"""Burst mode: Knative's panic mode on the HPA's algorithm.
+
+Beside the stable metric window, a short window (1 s by default) watches for a surge. When what
+the short window asks for reaches `threshold` times the ready replicas (200% by default), the
+endpoint enters burst mode: it scales up at once to the larger of the two proposals, with no
+rate limit, and it does not scale down at all until a full scale-down stabilization window has
+passed without another surge.
+
+In the short window each target proposes from what reveals demand soonest: requests in flight
+(queued ones included) for a concurrency target, the arrival rate for a requests-per-second
+target, and for a CPU target the arrival rate times the CPU a request costs (from the stable
+window; `demand`), because measured CPU stops at the cores a replica has and so hides a surge.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from ebbtide.autoscaler.calculator import Tolerances, propose, traffic_proposal
+from ebbtide.autoscaler.demand import Demand, replicas_for_rate
+from ebbtide.autoscaler.observation import Observation
+from ebbtide.autoscaler.policy import Policy
+from ebbtide.autoscaler.profiles import BurstSettings
+from ebbtide.autoscaler.state import State
+from ebbtide.autoscaler.windows import Sample, arrival_rate, concurrency
+
+NO_TOLERANCE = Tolerances(0.0, 0.0)
+
+
+@dataclass(frozen=True)
+class Burst:
+    """What the short window asks for, and whether burst mode is on after this decision."""
+
+    replicas: int | None
+    """The short window's proposal; None when it cannot be computed."""
+    ready: int
+    active: bool
+    triggered: bool
+    state: State
+
+    def message(self, settings: BurstSettings) -> str:
+        return (
+            f"the last {settings.window:g} s asks for {self.replicas} replicas, at least "
+            f"{settings.threshold * 100:.0f}% of the {self.ready} ready: scaling up at once, "
+            "no scale-down until a calm stabilization window has passed"
+        )
+
+
+def assess(
+    observation: Observation,
+    policy: Policy,
+    settings: BurstSettings,
+    state: State,
+    demand: Demand | None,
+    now: float,
+) -> Burst:
+    """Enter, stay in, or leave burst mode."""
+    replicas = short_window_replicas(observation, policy, settings, state.samples, demand, now)
+    ready = sum(1 for r in observation.replicas if r.ready and not r.terminating and not r.pending)
+    triggered = replicas is not None and replicas >= settings.threshold * max(ready, 1)
+    if triggered:
+        state = replace(
+            state,
+            burst_since=state.burst_since if state.burst_since else now,
+            burst_last_triggered=now,
+        )
+    elif state.burst_since is not None:
+        calm = max(policy.scale_down.stabilization_window, policy.metric_window)
+        if now - (state.burst_last_triggered or now) >= calm:
+            state = replace(state, burst_since=None, burst_last_triggered=None)
+    return Burst(replicas, ready, state.burst_since is not None, triggered, state)
+
+
+def short_window_replicas(
+    observation: Observation,
+    policy: Policy,
+    settings: BurstSettings,
+    samples: Sequence[Sample],
+    demand: Demand | None,
+    now: float,
+) -> int | None:
+    """The largest proposal of the short window over the targets it can judge."""
+    slack = policy.sync_period / 2
+    proposals: list[int] = []
+    replicas = sum(1 for r in observation.replicas if not r.terminating)
+    for goal in policy.metrics:
+        proposal: int | None = None
+        if goal.name == "concurrency":
+            in_flight = concurrency(samples, settings.window, slack)
+            if in_flight is not None:
+                proposal = traffic_proposal(goal, in_flight.value, replicas, NO_TOLERANCE).replicas
+        elif goal.name in ("requests_per_second", "cpu"):
+            rate = arrival_rate(samples, settings.window, slack)
+            if goal.name == "requests_per_second" and rate is not None:
+                proposal = math.ceil(rate.value / goal.target - 1e-9)
+            elif rate is not None and demand is not None:
+                proposal = replicas_for_rate(goal, rate.value, demand, policy)
+            if proposal is None and goal.name == "cpu":
+                short = replace(policy, metric_window=settings.window)
+                proposal = propose(goal, observation, short, samples, now, NO_TOLERANCE).replicas
+        if proposal is not None:
+            proposals.append(proposal)
+    return max(proposals, default=None)

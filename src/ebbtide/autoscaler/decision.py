@@ -1,0 +1,351 @@
+"""`decide`: one autoscaling decision, a pure function of what was observed, the policy, the
+state the previous decision returned, and the time.
+
+The steps are the HPA's (horizontal.go, reconcileAutoscaler), each recorded with its reason:
+
+1. bounds: outside min..max, go straight to the nearest bound;
+2. metrics: every metric proposes a count (`calculator.propose`); the largest wins;
+3. stabilize: the most conservative recommendation of each direction's window;
+4. limit: the rate policies and the min/max clamp.
+
+ebbtide adds three steps, each recorded the same way: `burst` (a short window that scales up at
+once on a surge, `burst.py`), `forecast` (opt-in predictive scale-up, `forecast.py`) between
+2 and 3, and `zero` (scale to and from zero with `minReplicas: 0`, `zero.py`) after 4.
+
+`Decision.conditions` are the HPA's status conditions (AbleToScale, ScalingActive,
+ScalingLimited) and `Decision.event` its event text, `New size: 3; reason: cpu resource
+utilization (percentage of request) above target`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from ebbtide.autoscaler import burst as bursts
+from ebbtide.autoscaler import zero
+from ebbtide.autoscaler.behavior import Step, limit_rate, stabilize
+from ebbtide.autoscaler.calculator import Proposal, Tolerances, propose, traffic_proposal
+from ebbtide.autoscaler.demand import estimate
+from ebbtide.autoscaler.forecast import forecast_replicas
+from ebbtide.autoscaler.observation import Observation
+from ebbtide.autoscaler.policy import Policy
+from ebbtide.autoscaler.profiles import DirectionRules
+from ebbtide.autoscaler.state import State
+from ebbtide.autoscaler.windows import Sample, arrival_rate
+from ebbtide.spec.models import Condition
+
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The replica count to run, why, and the state to pass to the next decision."""
+
+    desired: int
+    current: int
+    reasons: tuple[Step, ...]
+    """Every step in order, each with the count it produced and the HPA's reason for it."""
+    state: State
+    conditions: tuple[Condition, ...]
+    """Conditions to set (by type); a type not listed keeps its last value. The controller
+    adds lastTransitionTime when a status changes."""
+    proposals: tuple[Proposal, ...] = ()
+    """What each metric asked for, with its current value: the source of status metrics."""
+    rescale_reason: str = ""
+    """Why the count changes, in the HPA's words: `cpu resource utilization (percentage of
+    request) above target`, `All metrics below target`."""
+
+    @property
+    def rescale(self) -> bool:
+        return self.desired != self.current
+
+    @property
+    def event(self) -> str | None:
+        """The SuccessfulRescale event message, when the count changes."""
+        if not self.rescale:
+            return None
+        return f"New size: {self.desired}; reason: {self.rescale_reason}"
+
+    def step(self, name: str) -> Step | None:
+        """The step of that name (bounds, metrics, stabilize, limit, ...), if it ran."""
+        return next((step for step in self.reasons if step.name == name), None)
+
+    def condition(self, type_: str) -> Condition | None:
+        return next((c for c in self.conditions if c.type == type_), None)
+
+
+def decide(observation: Observation, policy: Policy, state: State, now: float) -> Decision:
+    """One decision. Call it every `policy.sync_period` seconds with a fresh observation and the
+    state the previous decision returned (`State()` the first time)."""
+    current = observation.current_replicas
+    previous = state.samples[-1] if state.samples else None
+    sample = Sample.of(observation, now)
+    state = zero.note_requests(state.with_sample(sample, policy.history), previous, sample)
+    if not state.initialized:
+        # The HPA's recordInitialRecommendation: the starting count holds for a full
+        # scale-down window, so a restarted controller does not shrink an endpoint at once.
+        state = replace(state, initialized=True).with_recommendation(now, current, _keep(policy))
+    if current == 0 and policy.min_replicas == 0:
+        return _at_zero(observation, policy, state, previous, now)
+    if current == 0 and not state.scaled_to_zero:
+        return _disabled(current, state)
+    if current > policy.max_replicas or current < policy.min_replicas:
+        return _to_bounds(current, policy, state, now)
+    tolerances = Tolerances(policy.scale_down.tolerance, policy.scale_up.tolerance)
+    proposals = tuple(
+        propose(goal, observation, policy, state.samples, now, tolerances)
+        for goal in policy.metrics
+    )
+    chosen = _largest(proposals)
+    invalid = [p for p in proposals if not p.valid]
+    if chosen is None or (invalid and (chosen.replicas or 0) < current):
+        return _not_computed(current, state, proposals, invalid)
+    return _normalize(observation, chosen, proposals, policy, state, now)
+
+
+def _normalize(
+    observation: Observation,
+    chosen: Proposal,
+    proposals: tuple[Proposal, ...],
+    policy: Policy,
+    state: State,
+    now: float,
+) -> Decision:
+    """Raise the metrics' proposal for a burst or a forecast, stabilize and rate-limit it, and
+    record what was decided."""
+    current = observation.current_replicas
+    proposed = chosen.replicas or 0
+    floor = 0  # burst mode: no scale-down at all
+    steps = [Step("metrics", proposed, chosen.reason, _proposal_message(chosen))]
+    reason = f"{chosen.goal.description} above target"
+    demand = estimate(observation, policy, state.samples)
+    scale_up = policy.scale_up
+    if policy.burst is not None:
+        burst = bursts.assess(observation, policy, policy.burst, state, demand, now)
+        state = burst.state
+        if burst.active:
+            floor = current
+            if (burst.replicas or 0) > proposed:
+                proposed = burst.replicas or 0
+                reason = f"burst: the last {policy.burst.window:g} s asks for {proposed}"
+            steps.append(Step("burst", proposed, "BurstMode", burst.message(policy.burst)))
+            scale_up = _unlimited(scale_up)
+    if policy.forecast is not None:
+        forecast = forecast_replicas(state.samples, policy, policy.forecast, demand)
+        if forecast is not None and forecast[0] > proposed:
+            proposed = forecast[0]
+            reason = (
+                f"predicted load: {forecast[1]:.3g} requests/s in {policy.forecast.horizon:g} s"
+            )
+            steps.append(Step("forecast", proposed, "PredictedLoad", reason))
+    stable = stabilize(state.recommendations, proposed, current, now, scale_up, policy.scale_down)
+    state = state.with_recommendation(now, proposed, _keep(policy))
+    limited = limit_rate(
+        stable.replicas,
+        current,
+        policy.min_replicas,
+        policy.max_replicas,
+        state.scale_up_events,
+        state.scale_down_events,
+        scale_up,
+        policy.scale_down,
+        now,
+    )
+    steps += [stable, limited]
+    desired = max(limited.replicas, min(floor, policy.max_replicas))
+    if proposed < current:
+        reason = "All metrics below target"
+    if policy.min_replicas == 0:
+        desired, reason, steps, state = _toward_zero(desired, reason, steps, policy, state, now)
+    state = _record_scale(state, now, current, desired, policy)
+    conditions = (
+        _condition("AbleToScale", "True", stable.reason, stable.message),
+        _condition(
+            "ScalingActive",
+            "True",
+            "ValidMetricFound",
+            f"the HPA was able to successfully calculate a replica count from "
+            f"{chosen.goal.description}",
+        ),
+        _condition(
+            "ScalingLimited",
+            "False" if limited.replicas == stable.replicas else "True",
+            limited.reason,
+            limited.message,
+        ),
+        *_zero_condition(policy, desired),
+    )
+    rescale = reason if desired != current else ""
+    return Decision(desired, current, tuple(steps), state, conditions, proposals, rescale)
+
+
+def _unlimited(rules: DirectionRules) -> DirectionRules:
+    """Burst mode scales up at once: no rate policies, though Disabled still means never."""
+    if rules.select_policy == "Disabled":
+        return rules
+    return replace(rules, policies=(), stabilization_window=0.0)
+
+
+def _toward_zero(
+    desired: int, reason: str, steps: list[Step], policy: Policy, state: State, now: float
+) -> tuple[int, str, list[Step], State]:
+    """With minReplicas 0: zero once idle, and never zero while requests are recent."""
+    if zero.idle(state, policy, now):
+        step = Step("zero", 0, "IdleScaleToZero", zero.idle_message(policy))
+        state = replace(state, scaled_to_zero=True).with_recommendation(now, 0, _keep(policy))
+        return 0, f"idle for {policy.zero.idle_period:g} s", [*steps, step], state
+    if desired == 0:
+        message = "requests arrived within the idle period: keeping one replica"
+        return 1, reason, [*steps, Step("zero", 1, "KeepOneWhileActive", message)], state
+    return desired, reason, steps, state
+
+
+def _at_zero(
+    observation: Observation,
+    policy: Policy,
+    state: State,
+    previous: Sample | None,
+    now: float,
+) -> Decision:
+    """At zero replicas with minReplicas 0: start replicas at once when a request comes."""
+    if not zero.requested(previous, state.samples[-1]):
+        step = Step("zero", 0, "ScaledToZero", zero.idle_message(policy))
+        conditions = (
+            _condition("ScalingActive", "True", "ScaledToZero", step.message),
+            *_zero_condition(policy, 0),
+        )
+        return Decision(0, 0, (step,), replace(state, scaled_to_zero=True), conditions)
+    desired = min(policy.max_replicas, max(1, _from_zero_count(observation, policy, state)))
+    message = f"requests arrived at zero replicas: starting {desired} at once"
+    step = Step("zero", desired, "ScaleFromZero", message)
+    state = replace(state, scaled_to_zero=False).with_recommendation(now, desired, _keep(policy))
+    state = _record_scale(state, now, 0, desired, policy)
+    conditions = (
+        _condition("AbleToScale", "True", "SucceededGetScale", message),
+        _condition("ScalingActive", "True", "ScaleFromZero", message),
+        *_zero_condition(policy, desired),
+    )
+    reason = "request arrived while scaled to zero"
+    return Decision(desired, 0, (step,), state, conditions, (), reason)
+
+
+def _from_zero_count(observation: Observation, policy: Policy, state: State) -> int:
+    """What the request metrics ask for with no replica yet: total demand over the target."""
+    latest = state.samples[-1]
+    counts = [1]
+    for goal in policy.metrics:
+        total: float | None = None
+        if goal.name == "concurrency":
+            total = latest.in_flight
+        elif goal.name == "requests_per_second":
+            rate = arrival_rate(state.samples, policy.metric_window, policy.sync_period / 2)
+            total = rate.value if rate else None
+        if total is not None:
+            proposal = traffic_proposal(goal, total, 0, Tolerances(0.0, 0.0))
+            counts.append(proposal.replicas or 0)
+    return max(counts)
+
+
+def _zero_condition(policy: Policy, desired: int) -> tuple[Condition, ...]:
+    if policy.min_replicas != 0:
+        return ()
+    if desired == 0:
+        return (_condition("ScaledToZero", "True", "ScaledToZero", zero.idle_message(policy)),)
+    return (
+        _condition(
+            "ScaledToZero", "False", "NotScaledToZero", "requests arrived within the idle period"
+        ),
+    )
+
+
+def _largest(proposals: Sequence[Proposal]) -> Proposal | None:
+    """computeReplicasForMetrics: the first valid proposal, replaced by any larger one."""
+    chosen: Proposal | None = None
+    for proposal in proposals:
+        if proposal.replicas is None:
+            continue
+        if chosen is None or proposal.replicas > (chosen.replicas or 0):
+            chosen = proposal
+    return chosen
+
+
+def _proposal_message(proposal: Proposal) -> str:
+    goal = proposal.goal
+    if proposal.utilization is not None:
+        usage = f"{proposal.utilization}% of request against a target of {goal.target:g}%"
+    elif proposal.average is not None:
+        usage = f"{proposal.average:.3g} per replica against a target of {goal.target:g}"
+    else:
+        usage = "no current value"
+    return f"{goal.description}: {usage}; {proposal.message}"
+
+
+def _disabled(current: int, state: State) -> Decision:
+    step = Step(
+        "bounds",
+        current,
+        "ScalingDisabled",
+        "scaling is disabled since the replica count of the target is zero",
+    )
+    conditions = (
+        _condition(
+            "AbleToScale",
+            "True",
+            "SucceededGetScale",
+            "the HPA controller was able to get the target's current scale",
+        ),
+        _condition("ScalingActive", "False", step.reason, step.message),
+    )
+    return Decision(current, current, (step,), state, conditions)
+
+
+def _to_bounds(current: int, policy: Policy, state: State, now: float) -> Decision:
+    if current > policy.max_replicas:
+        desired, reason = policy.max_replicas, "TooManyReplicas"
+        why = "Current number of replicas above Spec.MaxReplicas"
+        message = "the desired replica count is more than the maximum replica count"
+    else:
+        desired, reason = policy.min_replicas, "TooFewReplicas"
+        why = "Current number of replicas below Spec.MinReplicas"
+        message = "the desired replica count is less than the minimum replica count"
+    state = _record_scale(state, now, current, desired, policy)
+    conditions = (
+        _condition(
+            "AbleToScale",
+            "True",
+            "SucceededGetScale",
+            "the HPA controller was able to get the target's current scale",
+        ),
+        _condition("ScalingLimited", "True", reason, message),
+    )
+    step = Step("bounds", desired, reason, message)
+    return Decision(desired, current, (step,), state, conditions, (), why)
+
+
+def _not_computed(
+    current: int, state: State, proposals: tuple[Proposal, ...], invalid: Sequence[Proposal]
+) -> Decision:
+    first = invalid[0] if invalid else None
+    reason = first.reason if first else "FailedGetResourceMetric"
+    detail = first.message if first else "no metrics to scale on"
+    message = f"the HPA was unable to compute the replica count: {detail}"
+    step = Step("metrics", current, reason, message)
+    conditions = (_condition("ScalingActive", "False", reason, message),)
+    return Decision(current, current, (step,), state, conditions, proposals)
+
+
+def _record_scale(state: State, now: float, before: int, after: int, policy: Policy) -> State:
+    return state.with_scale_event(
+        now, before, after, policy.scale_up.longest_period, policy.scale_down.longest_period
+    )
+
+
+def _keep(policy: Policy) -> float:
+    """Recommendations older than both stabilization windows never matter again."""
+    return max(policy.scale_up.stabilization_window, policy.scale_down.stabilization_window)
+
+
+def _condition(type_: str, status: ConditionStatus, reason: str, message: str) -> Condition:
+    return Condition(type=type_, status=status, reason=reason, message=message)

@@ -1,0 +1,73 @@
+"""What one decision hands the next: recommendations, scale events and counter readings.
+
+The HPA keeps the same things in maps inside its controller; here they go in and come back
+with every decision (`Decision.state`), so a decision depends on nothing hidden. Every entry
+carries the time it was made, and every delay compares times: nothing counts ticks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from ebbtide.autoscaler.windows import Sample
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """An unstabilized recommendation, kept for the stabilization windows."""
+
+    time: float
+    replicas: int
+
+
+@dataclass(frozen=True)
+class ScaleEvent:
+    """A change of the replica count, kept for the rate policies; `change` is always positive."""
+
+    time: float
+    change: int
+
+
+@dataclass(frozen=True)
+class State:
+    """An endpoint's autoscaler memory. Start with `State()`; keep the one each decision returns."""
+
+    recommendations: tuple[Recommendation, ...] = ()
+    scale_up_events: tuple[ScaleEvent, ...] = ()
+    scale_down_events: tuple[ScaleEvent, ...] = ()
+    samples: tuple[Sample, ...] = ()
+    initialized: bool = False
+    """False until the first decision has recorded the starting replica count as a
+    recommendation (as the HPA's recordInitialRecommendation)."""
+    burst_since: float | None = None
+    """When burst mode began; None outside burst mode."""
+    burst_last_triggered: float | None = None
+    """The last time the short window asked for a burst; burst mode ends a full stable window
+    after it."""
+    last_request_at: float | None = None
+    """The last time a request was seen arriving or in flight (for scale to zero)."""
+    scaled_to_zero: bool = False
+    """True after the autoscaler itself scaled the endpoint to zero (as opposed to a person)."""
+
+    def with_sample(self, sample: Sample, keep: float) -> State:
+        """Add a reading and drop those older than `keep` seconds (except the newest)."""
+        oldest = sample.time - keep
+        kept = tuple(s for s in self.samples if s.time >= oldest and s.time < sample.time)
+        return replace(self, samples=(*kept, sample))
+
+    def with_recommendation(self, now: float, replicas: int, keep: float) -> State:
+        """Record an unstabilized recommendation; drop those older than every window."""
+        kept = tuple(r for r in self.recommendations if r.time >= now - keep)
+        return replace(self, recommendations=(*kept, Recommendation(now, replicas)))
+
+    def with_scale_event(
+        self, now: float, before: int, after: int, keep_up: float, keep_down: float
+    ) -> State:
+        """Record a change of the replica count; drop events older than every policy period."""
+        if after > before:
+            kept = tuple(e for e in self.scale_up_events if e.time >= now - keep_up)
+            return replace(self, scale_up_events=(*kept, ScaleEvent(now, after - before)))
+        if after < before:
+            kept = tuple(e for e in self.scale_down_events if e.time >= now - keep_down)
+            return replace(self, scale_down_events=(*kept, ScaleEvent(now, before - after)))
+        return self

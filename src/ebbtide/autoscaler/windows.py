@@ -1,0 +1,103 @@
+"""Averages over time windows, from the counter readings the state keeps.
+
+A window of `w` seconds ending now averages between the current reading and the oldest
+reading no older than `w` plus a little slack (half a sync period), so ticks that arrive a few
+milliseconds late do not shrink a 3 s window to 2 s. A replica seen only once has no average
+yet, which is exactly the HPA's "missing metrics" case.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from ebbtide.autoscaler.observation import Observation
+
+
+@dataclass(frozen=True)
+class Sample:
+    """The counters of one observation."""
+
+    time: float
+    requests_total: int | None
+    in_flight: float | None
+    in_flight_seconds: float | None
+    cpu_seconds: Mapping[str, float]
+    """Per replica name; never mutated after creation."""
+
+    @classmethod
+    def of(cls, observation: Observation, now: float) -> Sample:
+        traffic = observation.traffic
+        cpu = {r.name: r.cpu_seconds for r in observation.replicas if r.cpu_seconds is not None}
+        return cls(
+            time=now,
+            requests_total=traffic.requests_total if traffic else None,
+            in_flight=traffic.in_flight if traffic else None,
+            in_flight_seconds=traffic.in_flight_seconds if traffic else None,
+            cpu_seconds=cpu,
+        )
+
+
+@dataclass(frozen=True)
+class Rate:
+    """An average over a window, and the window it really covered."""
+
+    value: float
+    start: float
+    end: float
+
+
+def _base(samples: Sequence[Sample], window: float, slack: float) -> int | None:
+    """Index of the oldest sample inside the window, or None when only the newest is."""
+    now = samples[-1].time
+    oldest = now - window - slack
+    for index, sample in enumerate(samples[:-1]):
+        if sample.time >= oldest:
+            return index
+    return None
+
+
+def cpu_cores(samples: Sequence[Sample], name: str, window: float, slack: float) -> Rate | None:
+    """A replica's CPU cores over the window, or None without two readings (or after a restart
+    reset its counter)."""
+    if not samples or name not in samples[-1].cpu_seconds:
+        return None
+    latest = samples[-1]
+    now = latest.time
+    oldest = now - window - slack
+    for sample in samples[:-1]:
+        if sample.time >= oldest and name in sample.cpu_seconds:
+            used = latest.cpu_seconds[name] - sample.cpu_seconds[name]
+            if used < 0 or now <= sample.time:
+                return None
+            return Rate(used / (now - sample.time), sample.time, now)
+    return None
+
+
+def arrival_rate(samples: Sequence[Sample], window: float, slack: float) -> Rate | None:
+    """Requests per second arriving over the window."""
+    index = _base(samples, window, slack)
+    if index is None:
+        return None
+    first, latest = samples[index], samples[-1]
+    if first.requests_total is None or latest.requests_total is None:
+        return None
+    arrived = max(0, latest.requests_total - first.requests_total)
+    return Rate(arrived / (latest.time - first.time), first.time, latest.time)
+
+
+def concurrency(samples: Sequence[Sample], window: float, slack: float) -> Rate | None:
+    """Average requests in flight over the window; the instantaneous value with no window yet."""
+    if not samples or samples[-1].in_flight is None:
+        return None
+    latest = samples[-1]
+    index = _base(samples, window, slack)
+    if index is None:
+        return Rate(float(latest.in_flight or 0.0), latest.time, latest.time)
+    first = samples[index]
+    span = latest.time - first.time
+    if first.in_flight_seconds is not None and latest.in_flight_seconds is not None:
+        integral = max(0.0, latest.in_flight_seconds - first.in_flight_seconds)
+        return Rate(integral / span, first.time, latest.time)
+    readings = [s.in_flight for s in samples[index + 1 :] if s.in_flight is not None]
+    return Rate(sum(readings) / len(readings), first.time, latest.time)

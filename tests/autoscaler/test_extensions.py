@@ -1,0 +1,183 @@
+"""Burst mode, scale to zero and prediction under the local profile, at exact virtual times."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ebbtide.autoscaler import (
+    KUBERNETES,
+    LOCAL,
+    Decision,
+    Observation,
+    Policy,
+    ReplicaSample,
+    State,
+    Traffic,
+    decide,
+    explain,
+)
+from tests.autoscaler.builders import pods_metric, policy
+
+T0 = 100.0
+
+
+@dataclass
+class Feed:
+    """Counters as the gateway and the replicas would report them, advanced second by second."""
+
+    policy: Policy
+    replicas: int
+    now: float = T0
+    requests_total: int = 0
+    in_flight_seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    state: State = field(default_factory=State)
+    decisions: list[Decision] = field(default_factory=list)
+
+    def second(self, arrivals: int, in_flight: float, cores_each: float = 0.0) -> Decision:
+        """One second of load, then a decision that follows it (the count is applied at once)."""
+        self.now += 1.0
+        self.requests_total += arrivals
+        self.in_flight_seconds += in_flight
+        self.cpu_seconds += cores_each
+        fleet = tuple(
+            ReplicaSample(f"r{i}", 0.0, True, 0.0, cpu_seconds=self.cpu_seconds)
+            for i in range(self.replicas)
+        )
+        traffic = Traffic(in_flight, self.requests_total, self.in_flight_seconds)
+        observation = Observation(self.replicas, fleet, traffic)
+        decision = decide(observation, self.policy, self.state, self.now)
+        self.state = decision.state
+        self.replicas = decision.desired
+        self.decisions.append(decision)
+        return decision
+
+
+def concurrency_policy(**spec: object) -> Policy:
+    return policy(LOCAL, metrics=[pods_metric("concurrency", 2)], **spec)  # type: ignore[arg-type]
+
+
+def test_a_surge_enters_burst_mode_and_scales_up_at_once() -> None:
+    feed = Feed(concurrency_policy(max_replicas=50), replicas=2)
+    for _ in range(5):
+        assert feed.second(arrivals=40, in_flight=4.0).desired == 2
+    surge = feed.second(arrivals=400, in_flight=30.0)
+    assert surge.desired == 15  # 30 in flight / 2 per replica, not the rate limit's 6
+    assert surge.step("burst") is not None
+    assert surge.event == "New size: 15; reason: burst: the last 1 s asks for 15"
+    assert explain(surge, feed.policy).startswith("scaling up at once 2 → 15 (burst mode)")
+
+
+def test_burst_mode_holds_until_a_calm_stable_window_has_passed() -> None:
+    feed = Feed(concurrency_policy(max_replicas=50), replicas=2)
+    for _ in range(5):
+        feed.second(arrivals=40, in_flight=4.0)
+    feed.second(arrivals=400, in_flight=30.0)
+    surge_time = feed.now
+    while feed.now < surge_time + 29:
+        assert feed.second(arrivals=40, in_flight=4.0).desired == 15
+    calm = feed.second(arrivals=40, in_flight=4.0)
+    assert feed.now == surge_time + 30
+    assert calm.desired < 15
+    assert calm.step("burst") is None
+
+
+def test_a_rise_below_the_threshold_is_left_to_the_stable_window() -> None:
+    feed = Feed(concurrency_policy(max_replicas=50), replicas=4)
+    for _ in range(5):
+        feed.second(arrivals=40, in_flight=8.0)
+    rise = feed.second(arrivals=60, in_flight=14.0)  # 7 asked of 4 ready: below 200%
+    assert rise.step("burst") is None
+
+
+def test_a_cpu_target_sees_a_surge_through_the_arrival_rate() -> None:
+    # 7 ms of CPU per request: one replica at 60% of a core serves about 86 requests/s.
+    feed = Feed(policy(LOCAL, cpu_target=60, max_replicas=50), replicas=1)
+    for _ in range(5):
+        feed.second(arrivals=50, in_flight=1.0, cores_each=0.35)
+    # 500 requests in the last second; measured CPU saturates at one core, which finishes
+    # 143 of them: 358 are left in flight.
+    surge = feed.second(arrivals=500, in_flight=358.0, cores_each=1.0)
+    assert surge.step("burst") is not None
+    assert surge.desired == 6  # 500 requests/s at 7 ms, 60% of a core each
+
+
+def test_burst_mode_can_be_turned_off() -> None:
+    quiet = concurrency_policy(max_replicas=50, burst={"enabled": False})
+    assert quiet.burst is None
+    feed = Feed(quiet, replicas=2)
+    for _ in range(5):
+        feed.second(arrivals=40, in_flight=4.0)
+    assert feed.second(arrivals=400, in_flight=30.0).desired == 6  # max(2 + 4, 2 * 2)
+
+
+def test_burst_settings_from_the_spec() -> None:
+    tuned = concurrency_policy(burst={"windowSeconds": 2, "thresholdPercent": 300})
+    assert tuned.burst is not None
+    assert (tuned.burst.window, tuned.burst.threshold) == (2, 3.0)
+    on_kubernetes = policy(KUBERNETES, cpu_target=60, burst={"enabled": True})
+    assert on_kubernetes.burst is not None
+    assert on_kubernetes.burst.window == 15
+
+
+def test_an_idle_endpoint_scales_to_zero_after_the_idle_period() -> None:
+    feed = Feed(concurrency_policy(min_replicas=0), replicas=1)
+    feed.second(arrivals=5, in_flight=1.0)
+    last_request = feed.now
+    while feed.now < last_request + 29:
+        assert feed.second(arrivals=0, in_flight=0.0).desired == 1
+    idle = feed.second(arrivals=0, in_flight=0.0)
+    assert feed.now == last_request + 30
+    assert idle.desired == 0
+    assert idle.event == "New size: 0; reason: idle for 30 s"
+    condition = idle.condition("ScaledToZero")
+    assert condition is not None
+    assert condition.status == "True"
+
+
+def test_at_zero_the_first_request_starts_a_replica_at_once() -> None:
+    feed = Feed(concurrency_policy(min_replicas=0), replicas=0)
+    for _ in range(3):
+        assert feed.second(arrivals=0, in_flight=0.0).desired == 0
+    held = feed.second(arrivals=1, in_flight=1.0)
+    assert held.desired == 1
+    assert held.reasons[0].reason == "ScaleFromZero"
+    assert held.event == "New size: 1; reason: request arrived while scaled to zero"
+    idle = feed.decisions[0]
+    assert explain(idle, feed.policy).startswith("idle at 0 replicas: no request for 30 s")
+
+
+def test_many_held_requests_at_zero_start_enough_replicas() -> None:
+    feed = Feed(concurrency_policy(min_replicas=0), replicas=0)
+    feed.second(arrivals=0, in_flight=0.0)
+    assert feed.second(arrivals=9, in_flight=9.0).desired == 5
+
+
+def test_recent_requests_keep_one_replica_even_when_metrics_allow_none() -> None:
+    zero_ok = policy(LOCAL, cpu_target=60, min_replicas=0)
+    feed = Feed(zero_ok, replicas=1)
+    for _ in range(40):
+        # One request every few seconds: CPU near zero, never idle for 30 s.
+        decision = feed.second(arrivals=1 if int(feed.now) % 5 == 0 else 0, in_flight=0.0)
+        assert decision.desired == 1
+
+
+def test_prediction_provisions_ahead_of_a_ramp() -> None:
+    predicting = concurrency_policy(max_replicas=100, prediction={"enabled": True})
+    plain = concurrency_policy(max_replicas=100)
+    ahead, behind = Feed(predicting, replicas=2), Feed(plain, replicas=2)
+    for second in range(60):
+        rate = 20 + 2 * second  # requests per second, rising
+        in_flight = rate * 0.1  # 100 ms each (Little's law)
+        ahead.second(arrivals=rate, in_flight=in_flight)
+        behind.second(arrivals=rate, in_flight=in_flight)
+    assert ahead.replicas > behind.replicas
+    assert any(d.step("forecast") for d in ahead.decisions)
+
+
+def test_prediction_never_scales_down_on_a_forecast() -> None:
+    feed = Feed(concurrency_policy(max_replicas=100, prediction={"enabled": True}), replicas=10)
+    for second in range(60):
+        rate = max(10, 200 - 3 * second)
+        feed.second(arrivals=rate, in_flight=rate * 0.1)
+    assert not any(d.step("forecast") for d in feed.decisions)
