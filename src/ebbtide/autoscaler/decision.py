@@ -118,6 +118,7 @@ def _normalize(
     current = observation.current_replicas
     proposed = chosen.replicas or 0
     floor = 0  # burst mode: no scale-down at all
+    record = proposed  # the recommendation the stabilization windows keep
     steps = [Step("metrics", proposed, chosen.reason, _proposal_message(chosen))]
     reason = f"{chosen.goal.description} above target"
     demand = estimate(observation, policy, state.samples)
@@ -127,6 +128,9 @@ def _normalize(
         state = burst.state
         if burst.active:
             floor = current
+            # Remember what the surge needs, from the short window: the queue it left needs
+            # capacity only now, and the stable window still shows the replicas saturated.
+            record = burst.sustained if burst.sustained is not None else proposed
             if (burst.replicas or 0) > proposed:
                 proposed = burst.replicas or 0
                 reason = f"burst: the last {policy.burst.window:g} s asks for {proposed}"
@@ -140,8 +144,9 @@ def _normalize(
                 f"predicted load: {forecast[1]:.3g} requests/s in {policy.forecast.horizon:g} s"
             )
             steps.append(Step("forecast", proposed, "PredictedLoad", reason))
+            record = max(record, proposed)
     stable = stabilize(state.recommendations, proposed, current, now, scale_up, policy.scale_down)
-    state = state.with_recommendation(now, proposed, _keep(policy))
+    state = state.with_recommendation(now, record, _keep(policy))
     limited = limit_rate(
         stable.replicas,
         current,
