@@ -420,3 +420,8 @@ def load(
             url + operate.infer_path(endpoint), body, arrivals, console, timeout
         ):
             typer.echo(line)
+
+
+from ebbtide.cli.simulate import simulate  # noqa: E402
+
+app.command("simulate")(simulate)
