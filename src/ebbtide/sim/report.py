@@ -163,7 +163,7 @@ def plot(
     axes[-1][0].set_xlabel(f"seconds ({workload.name})")
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
+    figure.savefig(path, dpi=90)
     plt.close(figure)
 
 
