@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from decimal import Decimal
 from typing import Literal
 
 from ebbtide.autoscaler import burst as bursts
@@ -34,7 +35,8 @@ from ebbtide.autoscaler.policy import Policy
 from ebbtide.autoscaler.profiles import DirectionRules
 from ebbtide.autoscaler.state import State
 from ebbtide.autoscaler.windows import Sample, arrival_rate
-from ebbtide.spec.models import Condition
+from ebbtide.spec.models import Condition, MetricStatus
+from ebbtide.spec.quantity import canonical
 
 ConditionStatus = Literal["True", "False", "Unknown"]
 
@@ -67,6 +69,12 @@ class Decision:
         if not self.rescale:
             return None
         return f"New size: {self.desired}; reason: {self.rescale_reason}"
+
+    @property
+    def current_metrics(self) -> tuple[MetricStatus, ...]:
+        """Each metric's current per-replica value, for status.currentMetrics and the TARGETS
+        column of `get hpa` (`45%/60%`, `250m/500m`)."""
+        return tuple(_metric_status(p) for p in self.proposals if p.valid)
 
     def step(self, name: str) -> Step | None:
         """The step of that name (bounds, metrics, stabilize, limit, ...), if it ran."""
@@ -354,3 +362,14 @@ def _keep(policy: Policy) -> float:
 
 def _condition(type_: str, status: ConditionStatus, reason: str, message: str) -> Condition:
     return Condition(type=type_, status=status, reason=reason, message=message)
+
+
+def _metric_status(proposal: Proposal) -> MetricStatus:
+    if proposal.utilization is not None:
+        return MetricStatus(name=proposal.goal.name, average_utilization=proposal.utilization)
+    average = proposal.average or 0.0
+    if proposal.goal.name == "memory":
+        text = canonical(Decimal(round(average)))
+    else:  # cores, requests, requests per second: whole milli-units, as Kubernetes shows them
+        text = canonical(Decimal(round(average * 1000)) / 1000)
+    return MetricStatus(name=proposal.goal.name, average_value=text)
