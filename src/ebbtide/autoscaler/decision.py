@@ -113,6 +113,20 @@ def decide(observation: Observation, policy: Policy, state: State, now: float) -
     return _normalize(observation, chosen, proposals, policy, state, now)
 
 
+@dataclass(frozen=True)
+class _Aim:
+    """What a decision aims at before stabilization: the count, what the stabilization windows
+    remember of it, a floor (burst mode never scales down), and the steps that set it."""
+
+    proposed: int
+    record: int
+    floor: int
+    reason: str
+    steps: tuple[Step, ...]
+    scale_up: DirectionRules
+    state: State
+
+
 def _normalize(
     observation: Observation,
     chosen: Proposal,
@@ -124,37 +138,12 @@ def _normalize(
     """Raise the metrics' proposal for a burst or a forecast, stabilize and rate-limit it, and
     record what was decided."""
     current = observation.current_replicas
-    proposed = chosen.replicas or 0
-    floor = 0  # burst mode: no scale-down at all
-    record = proposed  # the recommendation the stabilization windows keep
-    steps = [Step("metrics", proposed, chosen.reason, _proposal_message(chosen))]
-    reason = f"{chosen.goal.description} above target"
-    demand = estimate(observation, policy, state.samples)
-    scale_up = policy.scale_up
-    if policy.burst is not None:
-        burst = bursts.assess(observation, policy, policy.burst, state, demand, now)
-        state = burst.state
-        if burst.active:
-            floor = current
-            # Remember what the surge needs, from the short window: the queue it left needs
-            # capacity only now, and the stable window still shows the replicas saturated.
-            record = burst.sustained if burst.sustained is not None else proposed
-            if (burst.replicas or 0) > proposed:
-                proposed = burst.replicas or 0
-                reason = f"burst: the last {policy.burst.window:g} s asks for {proposed}"
-            steps.append(Step("burst", proposed, "BurstMode", burst.message(policy.burst)))
-            scale_up = _unlimited(scale_up)
-    if policy.forecast is not None:
-        forecast = forecast_replicas(state.samples, policy, policy.forecast, demand)
-        if forecast is not None and forecast[0] > proposed:
-            proposed = forecast[0]
-            reason = (
-                f"predicted load: {forecast[1]:.3g} requests/s in {policy.forecast.horizon:g} s"
-            )
-            steps.append(Step("forecast", proposed, "PredictedLoad", reason))
-            record = max(record, proposed)
-    stable = stabilize(state.recommendations, proposed, current, now, scale_up, policy.scale_down)
-    state = state.with_recommendation(now, record, _keep(policy))
+    aim = _aim(observation, chosen, policy, state, now)
+    state = aim.state
+    stable = stabilize(
+        state.recommendations, aim.proposed, current, now, aim.scale_up, policy.scale_down
+    )
+    state = state.with_recommendation(now, aim.record, _keep(policy))
     limited = limit_rate(
         stable.replicas,
         current,
@@ -162,14 +151,13 @@ def _normalize(
         policy.max_replicas,
         state.scale_up_events,
         state.scale_down_events,
-        scale_up,
+        aim.scale_up,
         policy.scale_down,
         now,
     )
-    steps += [stable, limited]
-    desired = max(limited.replicas, min(floor, policy.max_replicas))
-    if proposed < current:
-        reason = "All metrics below target"
+    steps = [*aim.steps, stable, limited]
+    desired = max(limited.replicas, min(aim.floor, policy.max_replicas))
+    reason = "All metrics below target" if aim.proposed < current else aim.reason
     if policy.min_replicas == 0:
         desired, reason, steps, state = _toward_zero(desired, reason, steps, policy, state, now)
     state = _record_scale(state, now, current, desired, policy)
@@ -192,6 +180,40 @@ def _normalize(
     )
     rescale = reason if desired != current else ""
     return Decision(desired, current, tuple(steps), state, conditions, proposals, rescale)
+
+
+def _aim(
+    observation: Observation, chosen: Proposal, policy: Policy, state: State, now: float
+) -> _Aim:
+    """The metrics' proposal, raised by burst mode or a forecast when they ask for more."""
+    proposed = record = chosen.replicas or 0
+    floor = 0
+    steps = [Step("metrics", proposed, chosen.reason, _proposal_message(chosen))]
+    reason = f"{chosen.goal.description} above target"
+    demand = estimate(observation, policy, state.samples)
+    scale_up = policy.scale_up
+    if policy.burst is not None:
+        burst = bursts.assess(observation, policy, policy.burst, state, demand, now)
+        state = burst.state
+        if burst.active:
+            floor = observation.current_replicas
+            # Remember what the surge needs, from the short window: the queue it left needs
+            # capacity only now, and the stable window still shows the replicas saturated.
+            record = burst.sustained if burst.sustained is not None else proposed
+            if (burst.replicas or 0) > proposed:
+                proposed = burst.replicas or 0
+                reason = f"burst: the last {policy.burst.window:g} s asks for {proposed}"
+            steps.append(Step("burst", proposed, "BurstMode", burst.message(policy.burst)))
+            scale_up = _unlimited(scale_up)
+    if policy.forecast is not None:
+        forecast = forecast_replicas(state.samples, policy, policy.forecast, demand)
+        if forecast is not None and forecast[0] > proposed:
+            proposed = record = max(record, forecast[0])
+            reason = (
+                f"predicted load: {forecast[1]:.3g} requests/s in {policy.forecast.horizon:g} s"
+            )
+            steps.append(Step("forecast", proposed, "PredictedLoad", reason))
+    return _Aim(proposed, record, floor, reason, tuple(steps), scale_up, state)
 
 
 def _unlimited(rules: DirectionRules) -> DirectionRules:
