@@ -247,3 +247,15 @@ def test_decisions_are_pure() -> None:
     again = at(3, 1.0, resolved, state, T0)
     assert first == again
     assert state == State()
+
+
+def test_current_metrics_for_status_and_get_hpa() -> None:
+    metrics = [
+        resource_metric("cpu", "Utilization", 50),
+        resource_metric("memory", "AverageValue", "1Gi"),
+        resource_metric("cpu", "AverageValue", "500m"),
+    ]
+    replicas = tuple(pod(f"r{i}", 0.25, memory=2**29) for i in range(2))
+    decision = decide(Observation(2, replicas), policy(metrics=metrics), State(), T0)
+    statuses = {(m.name, m.average_utilization, m.average_value) for m in decision.current_metrics}
+    assert statuses == {("cpu", 25, None), ("memory", None, "512Mi"), ("cpu", None, "250m")}

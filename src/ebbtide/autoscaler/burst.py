@@ -3,13 +3,15 @@
 Beside the stable metric window, a short window (1 s by default) watches for a surge. When what
 the short window asks for reaches `threshold` times the ready replicas (200% by default), the
 endpoint enters burst mode: it scales up at once to the larger of the two proposals, with no
-rate limit, and it does not scale down at all until a full scale-down stabilization window has
-passed without another surge.
+rate limit, and it does not scale down at all until a full stable window (the metric window) has
+passed without another surge: by then the surge shows in the stable metric, and the scale-down
+stabilization window takes over.
 
 In the short window each target proposes from what reveals demand soonest: requests in flight
 (queued ones included) for a concurrency target, the arrival rate for a requests-per-second
 target, and for a CPU target the arrival rate times the CPU a request costs (from the stable
 window; `demand`), because measured CPU stops at the cores a replica has and so hides a surge.
+Requests already waiting count as demand to clear within one short window.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from dataclasses import dataclass, replace
 from ebbtide.autoscaler.calculator import Tolerances, propose, traffic_proposal
 from ebbtide.autoscaler.demand import Demand, replicas_for_rate
 from ebbtide.autoscaler.observation import Observation
-from ebbtide.autoscaler.policy import Policy
+from ebbtide.autoscaler.policy import MetricGoal, Policy
 from ebbtide.autoscaler.profiles import BurstSettings
 from ebbtide.autoscaler.state import State
 from ebbtide.autoscaler.windows import Sample, arrival_rate, concurrency
@@ -34,7 +36,10 @@ class Burst:
     """What the short window asks for, and whether burst mode is on after this decision."""
 
     replicas: int | None
-    """The short window's proposal; None when it cannot be computed."""
+    """The short window's proposal, waiting requests included; None when it cannot be
+    computed."""
+    sustained: int | None
+    """The same without the waiting requests: what the surge needs once the queue is clear."""
     ready: int
     active: bool
     triggered: bool
@@ -57,7 +62,9 @@ def assess(
     now: float,
 ) -> Burst:
     """Enter, stay in, or leave burst mode."""
-    replicas = short_window_replicas(observation, policy, settings, state.samples, demand, now)
+    replicas, sustained = short_window_replicas(
+        observation, policy, settings, state.samples, demand, now
+    )
     ready = sum(1 for r in observation.replicas if r.ready and not r.terminating and not r.pending)
     triggered = replicas is not None and replicas >= settings.threshold * max(ready, 1)
     if triggered:
@@ -66,11 +73,13 @@ def assess(
             burst_since=state.burst_since if state.burst_since else now,
             burst_last_triggered=now,
         )
-    elif state.burst_since is not None:
-        calm = max(policy.scale_down.stabilization_window, policy.metric_window)
-        if now - (state.burst_last_triggered or now) >= calm:
-            state = replace(state, burst_since=None, burst_last_triggered=None)
-    return Burst(replicas, ready, state.burst_since is not None, triggered, state)
+    elif (
+        state.burst_since is not None
+        and now - (state.burst_last_triggered or now) >= policy.metric_window
+    ):
+        # Calm once the surge has made its way into the stable metric window.
+        state = replace(state, burst_since=None, burst_last_triggered=None)
+    return Burst(replicas, sustained, ready, state.burst_since is not None, triggered, state)
 
 
 def short_window_replicas(
@@ -80,26 +89,44 @@ def short_window_replicas(
     samples: Sequence[Sample],
     demand: Demand | None,
     now: float,
-) -> int | None:
-    """The largest proposal of the short window over the targets it can judge."""
+) -> tuple[int | None, int | None]:
+    """The largest proposal of the short window over the targets it can judge, with and
+    without the requests already waiting."""
     slack = policy.sync_period / 2
-    proposals: list[int] = []
+    with_backlog: list[int] = []
+    sustained: list[int] = []
     replicas = sum(1 for r in observation.replicas if not r.terminating)
+    waiting = (samples[-1].in_flight or 0.0) if samples else 0.0
     for goal in policy.metrics:
-        proposal: int | None = None
         if goal.name == "concurrency":
             in_flight = concurrency(samples, settings.window, slack)
             if in_flight is not None:
-                proposal = traffic_proposal(goal, in_flight.value, replicas, NO_TOLERANCE).replicas
-        elif goal.name in ("requests_per_second", "cpu"):
-            rate = arrival_rate(samples, settings.window, slack)
-            if goal.name == "requests_per_second" and rate is not None:
-                proposal = math.ceil(rate.value / goal.target - 1e-9)
-            elif rate is not None and demand is not None:
-                proposal = replicas_for_rate(goal, rate.value, demand, policy)
-            if proposal is None and goal.name == "cpu":
-                short = replace(policy, metric_window=settings.window)
-                proposal = propose(goal, observation, short, samples, now, NO_TOLERANCE).replicas
-        if proposal is not None:
-            proposals.append(proposal)
-    return max(proposals, default=None)
+                count = traffic_proposal(goal, in_flight.value, replicas, NO_TOLERANCE).replicas
+                with_backlog.append(count or 0)
+                sustained.append(count or 0)
+            continue
+        if goal.name not in ("requests_per_second", "cpu"):
+            continue
+        rate = arrival_rate(samples, settings.window, slack)
+        if rate is not None and (goal.name == "requests_per_second" or demand is not None):
+            # Requests waiting are demand too: clear them within one short window.
+            for total, into in (
+                (rate.value + waiting / settings.window, with_backlog),
+                (rate.value, sustained),
+            ):
+                count = _for_rate(goal, total, demand, policy)
+                if count is not None:
+                    into.append(count)
+        elif goal.name == "cpu":
+            short = replace(policy, metric_window=settings.window)
+            count = propose(goal, observation, short, samples, now, NO_TOLERANCE).replicas
+            if count is not None:
+                with_backlog.append(count)
+                sustained.append(count)
+    return max(with_backlog, default=None), max(sustained, default=None)
+
+
+def _for_rate(goal: MetricGoal, rate: float, demand: Demand | None, policy: Policy) -> int | None:
+    if goal.name == "requests_per_second":
+        return math.ceil(rate / goal.target - 1e-9)
+    return None if demand is None else replicas_for_rate(goal, rate, demand, policy)

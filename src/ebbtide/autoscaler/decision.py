@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from decimal import Decimal
 from typing import Literal
 
 from ebbtide.autoscaler import burst as bursts
@@ -34,7 +35,8 @@ from ebbtide.autoscaler.policy import Policy
 from ebbtide.autoscaler.profiles import DirectionRules
 from ebbtide.autoscaler.state import State
 from ebbtide.autoscaler.windows import Sample, arrival_rate
-from ebbtide.spec.models import Condition
+from ebbtide.spec.models import Condition, MetricStatus
+from ebbtide.spec.quantity import canonical
 
 ConditionStatus = Literal["True", "False", "Unknown"]
 
@@ -67,6 +69,12 @@ class Decision:
         if not self.rescale:
             return None
         return f"New size: {self.desired}; reason: {self.rescale_reason}"
+
+    @property
+    def current_metrics(self) -> tuple[MetricStatus, ...]:
+        """Each metric's current per-replica value, for status.currentMetrics and the TARGETS
+        column of `get hpa` (`45%/60%`, `250m/500m`)."""
+        return tuple(_metric_status(p) for p in self.proposals if p.valid)
 
     def step(self, name: str) -> Step | None:
         """The step of that name (bounds, metrics, stabilize, limit, ...), if it ran."""
@@ -105,6 +113,20 @@ def decide(observation: Observation, policy: Policy, state: State, now: float) -
     return _normalize(observation, chosen, proposals, policy, state, now)
 
 
+@dataclass(frozen=True)
+class _Aim:
+    """What a decision aims at before stabilization: the count, what the stabilization windows
+    remember of it, a floor (burst mode never scales down), and the steps that set it."""
+
+    proposed: int
+    record: int
+    floor: int
+    reason: str
+    steps: tuple[Step, ...]
+    scale_up: DirectionRules
+    state: State
+
+
 def _normalize(
     observation: Observation,
     chosen: Proposal,
@@ -116,32 +138,12 @@ def _normalize(
     """Raise the metrics' proposal for a burst or a forecast, stabilize and rate-limit it, and
     record what was decided."""
     current = observation.current_replicas
-    proposed = chosen.replicas or 0
-    floor = 0  # burst mode: no scale-down at all
-    steps = [Step("metrics", proposed, chosen.reason, _proposal_message(chosen))]
-    reason = f"{chosen.goal.description} above target"
-    demand = estimate(observation, policy, state.samples)
-    scale_up = policy.scale_up
-    if policy.burst is not None:
-        burst = bursts.assess(observation, policy, policy.burst, state, demand, now)
-        state = burst.state
-        if burst.active:
-            floor = current
-            if (burst.replicas or 0) > proposed:
-                proposed = burst.replicas or 0
-                reason = f"burst: the last {policy.burst.window:g} s asks for {proposed}"
-            steps.append(Step("burst", proposed, "BurstMode", burst.message(policy.burst)))
-            scale_up = _unlimited(scale_up)
-    if policy.forecast is not None:
-        forecast = forecast_replicas(state.samples, policy, policy.forecast, demand)
-        if forecast is not None and forecast[0] > proposed:
-            proposed = forecast[0]
-            reason = (
-                f"predicted load: {forecast[1]:.3g} requests/s in {policy.forecast.horizon:g} s"
-            )
-            steps.append(Step("forecast", proposed, "PredictedLoad", reason))
-    stable = stabilize(state.recommendations, proposed, current, now, scale_up, policy.scale_down)
-    state = state.with_recommendation(now, proposed, _keep(policy))
+    aim = _aim(observation, chosen, policy, state, now)
+    state = aim.state
+    stable = stabilize(
+        state.recommendations, aim.proposed, current, now, aim.scale_up, policy.scale_down
+    )
+    state = state.with_recommendation(now, aim.record, _keep(policy))
     limited = limit_rate(
         stable.replicas,
         current,
@@ -149,14 +151,13 @@ def _normalize(
         policy.max_replicas,
         state.scale_up_events,
         state.scale_down_events,
-        scale_up,
+        aim.scale_up,
         policy.scale_down,
         now,
     )
-    steps += [stable, limited]
-    desired = max(limited.replicas, min(floor, policy.max_replicas))
-    if proposed < current:
-        reason = "All metrics below target"
+    steps = [*aim.steps, stable, limited]
+    desired = max(limited.replicas, min(aim.floor, policy.max_replicas))
+    reason = "All metrics below target" if aim.proposed < current else aim.reason
     if policy.min_replicas == 0:
         desired, reason, steps, state = _toward_zero(desired, reason, steps, policy, state, now)
     state = _record_scale(state, now, current, desired, policy)
@@ -179,6 +180,40 @@ def _normalize(
     )
     rescale = reason if desired != current else ""
     return Decision(desired, current, tuple(steps), state, conditions, proposals, rescale)
+
+
+def _aim(
+    observation: Observation, chosen: Proposal, policy: Policy, state: State, now: float
+) -> _Aim:
+    """The metrics' proposal, raised by burst mode or a forecast when they ask for more."""
+    proposed = record = chosen.replicas or 0
+    floor = 0
+    steps = [Step("metrics", proposed, chosen.reason, _proposal_message(chosen))]
+    reason = f"{chosen.goal.description} above target"
+    demand = estimate(observation, policy, state.samples)
+    scale_up = policy.scale_up
+    if policy.burst is not None:
+        burst = bursts.assess(observation, policy, policy.burst, state, demand, now)
+        state = burst.state
+        if burst.active:
+            floor = observation.current_replicas
+            # Remember what the surge needs, from the short window: the queue it left needs
+            # capacity only now, and the stable window still shows the replicas saturated.
+            record = burst.sustained if burst.sustained is not None else proposed
+            if (burst.replicas or 0) > proposed:
+                proposed = burst.replicas or 0
+                reason = f"burst: the last {policy.burst.window:g} s asks for {proposed}"
+            steps.append(Step("burst", proposed, "BurstMode", burst.message(policy.burst)))
+            scale_up = _unlimited(scale_up)
+    if policy.forecast is not None:
+        forecast = forecast_replicas(state.samples, policy, policy.forecast, demand)
+        if forecast is not None and forecast[0] > proposed:
+            proposed = record = max(record, forecast[0])
+            reason = (
+                f"predicted load: {forecast[1]:.3g} requests/s in {policy.forecast.horizon:g} s"
+            )
+            steps.append(Step("forecast", proposed, "PredictedLoad", reason))
+    return _Aim(proposed, record, floor, reason, tuple(steps), scale_up, state)
 
 
 def _unlimited(rules: DirectionRules) -> DirectionRules:
@@ -349,3 +384,14 @@ def _keep(policy: Policy) -> float:
 
 def _condition(type_: str, status: ConditionStatus, reason: str, message: str) -> Condition:
     return Condition(type=type_, status=status, reason=reason, message=message)
+
+
+def _metric_status(proposal: Proposal) -> MetricStatus:
+    if proposal.utilization is not None:
+        return MetricStatus(name=proposal.goal.name, average_utilization=proposal.utilization)
+    average = proposal.average or 0.0
+    if proposal.goal.name == "memory":
+        text = canonical(Decimal(round(average)))
+    else:  # cores, requests, requests per second: whole milli-units, as Kubernetes shows them
+        text = canonical(Decimal(round(average * 1000)) / 1000)
+    return MetricStatus(name=proposal.goal.name, average_value=text)

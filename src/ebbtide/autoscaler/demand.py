@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from ebbtide.autoscaler.observation import Observation
 from ebbtide.autoscaler.policy import MetricGoal, Policy
-from ebbtide.autoscaler.windows import Sample, concurrency, cpu_cores
+from ebbtide.autoscaler.windows import Sample, concurrency, window_start
 
 EPSILON = 1e-9
 
@@ -40,10 +40,20 @@ class Demand:
 
 def estimate(observation: Observation, policy: Policy, samples: Sequence[Sample]) -> Demand | None:
     """Per-request costs over the stable window, or None when no request completed in it."""
-    completions = _completion_rate(samples, policy.metric_window, policy.sync_period / 2)
-    if completions is None or completions <= EPSILON:
+    index = window_start(samples, policy.metric_window, policy.sync_period / 2)
+    if index is None:
         return None
-    cores = _cores_used(observation, policy, samples)
+    first, latest = samples[index], samples[-1]
+    span = latest.time - first.time
+    if first.requests_total is None or latest.requests_total is None or span <= 0:
+        return None
+    done = (latest.requests_total - (latest.in_flight or 0.0)) - (
+        first.requests_total - (first.in_flight or 0.0)
+    )
+    completions = max(0.0, done) / span
+    if completions <= EPSILON:
+        return None
+    cores = _cores_used(observation, first, latest, span)
     in_flight = concurrency(samples, policy.metric_window, policy.sync_period / 2)
     return Demand(
         completion_rate=completions,
@@ -54,13 +64,13 @@ def estimate(observation: Observation, policy: Policy, samples: Sequence[Sample]
 
 def replicas_for_rate(goal: MetricGoal, rate: float, demand: Demand, policy: Policy) -> int | None:
     """Replicas that serve `rate` requests per second with each at `goal`'s target."""
-    per_replica = _rate_per_replica(goal, demand, policy)
+    per_replica = rate_per_replica(goal, demand, policy)
     if per_replica is None or per_replica <= EPSILON:
         return None
     return max(0, math.ceil(rate / per_replica - EPSILON))
 
 
-def _rate_per_replica(goal: MetricGoal, demand: Demand, policy: Policy) -> float | None:
+def rate_per_replica(goal: MetricGoal, demand: Demand, policy: Policy) -> float | None:
     """Requests per second one replica serves at the target."""
     if goal.name == "requests_per_second":
         return goal.target
@@ -75,30 +85,16 @@ def _rate_per_replica(goal: MetricGoal, demand: Demand, policy: Policy) -> float
     return None
 
 
-def _completion_rate(samples: Sequence[Sample], window: float, slack: float) -> float | None:
-    """Requests answered per second: arrivals minus the change in requests in flight."""
-    if len(samples) < 2:
-        return None
-    latest = samples[-1]
-    oldest = latest.time - window - slack
-    first = next((s for s in samples[:-1] if s.time >= oldest), None)
-    if first is None or latest.requests_total is None or first.requests_total is None:
-        return None
-    done_then = first.requests_total - (first.in_flight or 0.0)
-    done_now = latest.requests_total - (latest.in_flight or 0.0)
-    return max(0.0, done_now - done_then) / (latest.time - first.time)
-
-
 def _cores_used(
-    observation: Observation, policy: Policy, samples: Sequence[Sample]
+    observation: Observation, first: Sample, latest: Sample, span: float
 ) -> float | None:
-    """Cores all replicas used over the stable window, or None with no readings at all."""
-    total, seen = 0.0, False
-    for replica in observation.replicas:
-        if replica.cpu_cores is not None:
-            total, seen = total + replica.cpu_cores, True
-            continue
-        rate = cpu_cores(samples, replica.name, policy.metric_window, policy.sync_period / 2)
-        if rate is not None:
-            total, seen = total + rate.value, True
-    return total if seen else None
+    """Cores all replicas used between two readings (the span the completions cover): a
+    replica absent from the first reading started after it, from zero."""
+    if latest.cpu_seconds:
+        used = 0.0
+        for name, now_used in latest.cpu_seconds.items():
+            before = first.cpu_seconds.get(name, 0.0)
+            used += now_used - before if now_used >= before else now_used
+        return used / span
+    given = [r.cpu_cores for r in observation.replicas if r.cpu_cores is not None]
+    return sum(given) if given else None

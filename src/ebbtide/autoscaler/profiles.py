@@ -8,7 +8,8 @@ Two profiles ship:
   300 s stabilization window and at most -100% per 15 s, a 300 s CPU initialization period and
   a 30 s initial readiness delay.
 - `LOCAL` (the default) keeps the same algorithm but retunes its clock for replicas that start
-  in well under a second: a decision every second, a 3 s metric window, a 30 s scale-down window.
+  in well under a second: a decision every half second, a 3 s metric window, a 0.5 s burst
+  window, a 30 s scale-down window.
   docs/autoscaling.md explains each choice.
 
 A user's `spec.autoscaling.behavior` overrides a profile field by field (`policy_for`).
@@ -133,7 +134,7 @@ KUBERNETES = Profile(
 
 LOCAL = Profile(
     name="local",
-    sync_period=1.0,
+    sync_period=0.5,
     metric_window=3.0,
     scale_up=DirectionRules(
         stabilization_window=0.0,
@@ -147,7 +148,7 @@ LOCAL = Profile(
     ),
     cpu_initialization_period=10.0,
     initial_readiness_delay=2.0,
-    burst=BurstSettings(window=1.0, threshold=2.0),
+    burst=BurstSettings(window=0.5, threshold=2.0),
     zero=ZeroSettings(idle_period=30.0),
     forecast=ForecastSettings(history=60.0, horizon=5.0),
 )

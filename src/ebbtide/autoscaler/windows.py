@@ -2,8 +2,9 @@
 
 A window of `w` seconds ending now averages between the current reading and the oldest
 reading no older than `w` plus a little slack (half a sync period), so ticks that arrive a few
-milliseconds late do not shrink a 3 s window to 2 s. A replica seen only once has no average
-yet, which is exactly the HPA's "missing metrics" case.
+milliseconds late do not shrink a 3 s window to 2 s; when readings are further apart than the
+window, it spans one tick. A replica seen only once has no average yet, which is exactly the
+HPA's "missing metrics" case.
 """
 
 from __future__ import annotations
@@ -47,14 +48,17 @@ class Rate:
     end: float
 
 
-def _base(samples: Sequence[Sample], window: float, slack: float) -> int | None:
-    """Index of the oldest sample inside the window, or None when only the newest is."""
-    now = samples[-1].time
-    oldest = now - window - slack
+def window_start(samples: Sequence[Sample], window: float, slack: float) -> int | None:
+    """Index of the oldest sample inside the window; when the readings are further apart than
+    the window, the one before the newest (a window is never shorter than a tick). None when
+    only the newest exists."""
+    if len(samples) < 2:
+        return None
+    oldest = samples[-1].time - window - slack
     for index, sample in enumerate(samples[:-1]):
         if sample.time >= oldest:
             return index
-    return None
+    return len(samples) - 2
 
 
 def cpu_cores(samples: Sequence[Sample], name: str, window: float, slack: float) -> Rate | None:
@@ -63,20 +67,20 @@ def cpu_cores(samples: Sequence[Sample], name: str, window: float, slack: float)
     if not samples or name not in samples[-1].cpu_seconds:
         return None
     latest = samples[-1]
-    now = latest.time
-    oldest = now - window - slack
-    for sample in samples[:-1]:
-        if sample.time >= oldest and name in sample.cpu_seconds:
-            used = latest.cpu_seconds[name] - sample.cpu_seconds[name]
-            if used < 0 or now <= sample.time:
-                return None
-            return Rate(used / (now - sample.time), sample.time, now)
-    return None
+    oldest = latest.time - window - slack
+    earlier = [s for s in samples[:-1] if name in s.cpu_seconds]
+    if not earlier:
+        return None
+    first = next((s for s in earlier if s.time >= oldest), earlier[-1])
+    used = latest.cpu_seconds[name] - first.cpu_seconds[name]
+    if used < 0 or latest.time <= first.time:
+        return None
+    return Rate(used / (latest.time - first.time), first.time, latest.time)
 
 
 def arrival_rate(samples: Sequence[Sample], window: float, slack: float) -> Rate | None:
     """Requests per second arriving over the window."""
-    index = _base(samples, window, slack)
+    index = window_start(samples, window, slack)
     if index is None:
         return None
     first, latest = samples[index], samples[-1]
@@ -91,7 +95,7 @@ def concurrency(samples: Sequence[Sample], window: float, slack: float) -> Rate 
     if not samples or samples[-1].in_flight is None:
         return None
     latest = samples[-1]
-    index = _base(samples, window, slack)
+    index = window_start(samples, window, slack)
     if index is None:
         return Rate(float(latest.in_flight or 0.0), latest.time, latest.time)
     first = samples[index]

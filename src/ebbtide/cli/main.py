@@ -464,6 +464,8 @@ def load(
 
 from ebbtide.cli.kube import register as register_kube  # noqa: E402
 from ebbtide.cli.models import register as register_models  # noqa: E402
+from ebbtide.cli.simulate import simulate  # noqa: E402
 
 register_kube(app)
 register_models(app)
+app.command("simulate")(simulate)

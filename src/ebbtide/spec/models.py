@@ -219,7 +219,7 @@ class BurstMode(Frozen):
         alias="windowSeconds",
         gt=0,
         le=60,
-        description="The short window, in seconds. Default 1 (local profile); with the "
+        description="The short window, in seconds. Default 0.5 (local profile); with the "
         "kubernetes profile, one sync period.",
     )
     threshold_percent: int | None = Field(
