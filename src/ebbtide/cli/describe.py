@@ -51,6 +51,7 @@ def render(
             f"{status.get('replicas', 0)} current / {status.get('desiredReplicas', 0)} desired",
         ),
         _field("  Ready replicas", str(status.get("readyReplicas", 0))),
+        _field("  Scaling", status.get("explanation") or "<no decision yet>"),
         _field("  Observed generation", str(status.get("observedGeneration", "<none>"))),
         _field("  Pods", ", ".join(p["metadata"]["name"] for p in pods) or "<none>"),
     ]

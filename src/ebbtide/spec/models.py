@@ -405,6 +405,11 @@ class EndpointStatus(Frozen):
         default=None, alias="lastScaleTime", description="When the replica count last changed."
     )
     url: str | None = Field(default=None, description="Where clients send requests.")
+    explanation: str | None = Field(
+        default=None,
+        description="Why the endpoint has the replicas it has, in one sentence: the last "
+        "scaling decision, its metric against the target, and what limited it.",
+    )
 
 
 class InferenceEndpoint(Frozen):

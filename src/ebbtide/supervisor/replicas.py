@@ -91,6 +91,8 @@ class Replica:
     started_at: float
     phase: Phase = Phase.PENDING
     ready: bool = False
+    ready_since: float | None = None
+    """When `ready` last changed, as the Ready condition's lastTransitionTime."""
     restarts: int = 0
     pid: int | None = None
     limits: LimitsOutcome | None = None
@@ -246,6 +248,7 @@ class Supervisor:
     def _set_ready(self, replica: Replica, ready: bool) -> None:
         if replica.ready != ready:
             replica.ready = ready
+            replica.ready_since = self.clock.now()
             self._notify(replica)
 
     def _notify(self, replica: Replica) -> None:

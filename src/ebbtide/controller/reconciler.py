@@ -1,0 +1,349 @@
+"""One endpoint's control loop: observe, decide, plan, act, report.
+
+Each sync period the reconciler gathers what it needs (replica processes, their CPU and
+memory, the gateway's counters), asks the autoscaler for a replica count (a pure decision),
+asks the plan for the next step towards it (a pure plan), and acts: starts replicas, drains
+and stops others, and tells the gateway which replicas are ready. Between sync periods it
+also wakes on every replica change, so a replica that becomes ready serves at once and a
+rollout moves as fast as replicas start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from ebbtide.autoscaler.decision import Decision, decide
+from ebbtide.autoscaler.explain import explain
+from ebbtide.autoscaler.observation import Observation, ReplicaSample, Traffic
+from ebbtide.autoscaler.policy import Policy, policy_for
+from ebbtide.autoscaler.profiles import LOCAL, Profile
+from ebbtide.autoscaler.state import State
+from ebbtide.controller.plan import ObservedReplica, RolloutSettings, plan
+from ebbtide.core.clock import Clock
+from ebbtide.core.errors import EbbtideError
+from ebbtide.metrics import UsageWindow, read_usage
+from ebbtide.spec import InferenceEndpoint
+from ebbtide.spec.quantity import format_cpu, format_memory
+from ebbtide.store import ObjectKey, Store, rfc3339
+from ebbtide.supervisor import Replica, ReplicaTemplate, Supervisor
+
+DRAIN_POLL = 0.01
+
+
+class GatewayPort(Protocol):
+    """What the controller needs of the data plane (the daemon adapts the real gateway)."""
+
+    def publish(
+        self, key: ObjectKey, endpoint: InferenceEndpoint, upstreams: list[tuple[str, str]]
+    ) -> None:
+        """Route the endpoint to exactly these (replica name, address) pairs from now on."""
+        ...
+
+    def withdraw(self, key: ObjectKey) -> None:
+        """Stop routing the endpoint."""
+        ...
+
+    def in_flight(self, key: ObjectKey, upstream: str) -> int:
+        """Requests sent to one replica and not yet answered."""
+        ...
+
+    def traffic(self, key: ObjectKey) -> Traffic | None:
+        """The endpoint's counters now."""
+        ...
+
+    def url(self, key: ObjectKey) -> str:
+        """Where the endpoint's clients send requests."""
+        ...
+
+
+@dataclass
+class ReconcilerSettings:
+    """What every endpoint's loop shares."""
+
+    repository: Path
+    profile: Profile = LOCAL
+    rollout: RolloutSettings = field(default_factory=RolloutSettings)
+    drain_timeout: float = 30.0
+
+
+class Reconciler:
+    """Keeps one endpoint's replicas where its spec and its load say they should be."""
+
+    def __init__(
+        self,
+        key: ObjectKey,
+        store: Store,
+        supervisor: Supervisor,
+        gateway: GatewayPort,
+        clock: Clock,
+        settings: ReconcilerSettings,
+    ) -> None:
+        self.key = key
+        self.store = store
+        self.supervisor = supervisor
+        self.gateway = gateway
+        self.clock = clock
+        self.settings = settings
+        self.state = State()
+        self.scale: int | None = None
+        """The count the endpoint is scaled to (a Deployment's spec.replicas)."""
+        self.decision: Decision | None = None
+        self.explanation: str | None = None
+        self.draining: set[str] = set()
+        self.usage: dict[str, UsageWindow] = {}
+        self.conditions: dict[str, dict[str, Any]] = {}
+        self.last_scale_time: str | None = None
+        self.wake = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._next_decision = 0.0
+        self._stopped = False
+
+    # -- the loop -----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        while not self._stopped:
+            try:
+                await self.reconcile()
+            except EbbtideError as error:
+                self.store.record_event(self.key, "Warning", "ReconcileFailed", str(error))
+            with contextlib.suppress(TimeoutError):
+                timeout = max(0.0, self._next_decision - self.clock.now())
+                await asyncio.wait_for(self.wake.wait(), timeout)
+            self.wake.clear()
+
+    async def reconcile(self) -> None:
+        record = self.store.get(self.key)
+        endpoint = InferenceEndpoint.model_validate(record.manifest)
+        policy = policy_for(endpoint, self.settings.profile)
+        template = ReplicaTemplate.of(endpoint, self.settings.repository)
+        now = self.clock.now()
+        if self.scale is None:
+            self.scale = _starting_scale(record.status, policy)
+        if now >= self._next_decision:
+            self._decide(policy, now)
+            self._next_decision = now + policy.sync_period
+        self._act(template)
+        self.publish(endpoint)
+        self._report(record.generation, endpoint)
+
+    def _decide(self, policy: Policy, now: float) -> None:
+        assert self.scale is not None
+        replicas = self.supervisor.replicas(*self._address)
+        observation = Observation(
+            current_replicas=self.scale,
+            replicas=tuple(self._sample(r, now) for r in replicas),
+            traffic=self.gateway.traffic(self.key),
+        )
+        decision = decide(observation, policy, self.state, now)
+        self.state, self.decision = decision.state, decision
+        self.explanation = explain(decision, policy)
+        if decision.rescale:
+            self.scale = decision.desired
+            self.last_scale_time = rfc3339(self.clock.wall())
+            assert decision.event is not None
+            self.store.record_event(self.key, "Normal", "SuccessfulRescale", decision.event)
+        for condition in decision.conditions:
+            self._set_condition(
+                condition.type, condition.status, condition.reason, condition.message
+            )
+
+    def _sample(self, replica: Replica, now: float) -> ReplicaSample:
+        window = self.usage.setdefault(
+            replica.name, UsageWindow(self.settings.profile.metric_window)
+        )
+        reading = read_usage(replica.pid, now) if replica.pid else None
+        if reading is not None:
+            window.add(reading)
+        return ReplicaSample(
+            name=replica.name,
+            started_at=replica.started_at,
+            ready=replica.ready and replica.name not in self.draining,
+            ready_since=replica.ready_since,
+            pending=replica.pid is None,
+            terminating=replica.terminating or replica.name in self.draining,
+            cpu_seconds=reading.cpu_seconds if reading else None,
+            memory_bytes=float(reading.memory_bytes) if reading else None,
+        )
+
+    def _act(self, template: ReplicaTemplate) -> None:
+        assert self.scale is not None
+        observed = [
+            ObservedReplica(
+                name=r.name,
+                template_hash=r.template.hash,
+                ready=r.ready,
+                started_at=r.started_at,
+                terminating=r.terminating or r.name in self.draining,
+            )
+            for r in self.supervisor.replicas(*self._address)
+        ]
+        step = plan(self.scale, template.hash, observed, self.settings.rollout)
+        for _ in range(step.start):
+            replica = self.supervisor.start(template)
+            self.store.record_event(
+                self.key, "Normal", "SuccessfulCreate", f"Created pod: {replica.name}"
+            )
+        for name in step.stop:
+            self.draining.add(name)
+            self._spawn(self._drain_and_stop(name))
+
+    async def _drain_and_stop(self, name: str) -> None:
+        """Out of rotation first, then wait for its in-flight requests, then stop it."""
+        record = self.store.get(self.key)
+        self.publish(InferenceEndpoint.model_validate(record.manifest))
+        deadline = self.clock.now() + self.settings.drain_timeout
+        while self.gateway.in_flight(self.key, name) > 0 and self.clock.now() < deadline:
+            await self.clock.sleep(DRAIN_POLL)
+        await self.supervisor.stop(name)
+        self.draining.discard(name)
+        self.usage.pop(name, None)
+        self.store.record_event(self.key, "Normal", "SuccessfulDelete", f"Deleted pod: {name}")
+        self.wake.set()
+
+    def publish(self, endpoint: InferenceEndpoint) -> None:
+        """Tell the gateway which replicas serve: ready ones, not draining."""
+        upstreams = [
+            (r.name, r.address)
+            for r in self.supervisor.replicas(*self._address)
+            if r.ready and not r.terminating and r.name not in self.draining
+        ]
+        self.gateway.publish(self.key, endpoint, upstreams)
+
+    def _report(self, generation: int, endpoint: InferenceEndpoint) -> None:
+        replicas = [r for r in self.supervisor.replicas(*self._address) if not r.terminating]
+        status: dict[str, Any] = {
+            "replicas": len(replicas),
+            "readyReplicas": sum(1 for r in replicas if r.ready),
+            "desiredReplicas": self.scale,
+            "currentMetrics": self._current_metrics(),
+            "conditions": list(self.conditions.values()),
+            "observedGeneration": generation,
+            "url": self.gateway.url(self.key),
+        }
+        if self.explanation:
+            status["explanation"] = self.explanation
+        if self.last_scale_time:
+            status["lastScaleTime"] = self.last_scale_time
+        current = self.store.get(self.key).status
+        if current != status:
+            self.store.update_status(self.key, status)
+
+    def _current_metrics(self) -> list[dict[str, Any]]:
+        if self.decision is None:
+            return []
+        metrics = []
+        for proposal in self.decision.proposals:
+            entry: dict[str, Any] = {"name": proposal.goal.name}
+            if proposal.utilization is not None:
+                entry["averageUtilization"] = proposal.utilization
+            if proposal.average is not None:
+                entry["averageValue"] = _average_text(proposal.goal.name, proposal.average)
+            if len(entry) > 1:
+                metrics.append(entry)
+        return metrics
+
+    def _set_condition(self, type_: str, status: str, reason: str, message: str) -> None:
+        previous = self.conditions.get(type_)
+        changed = previous is None or previous["status"] != status
+        self.conditions[type_] = {
+            "type": type_,
+            "status": status,
+            "reason": reason,
+            "message": message,
+            "lastTransitionTime": rfc3339(self.clock.wall())
+            if changed
+            else previous["lastTransitionTime"],  # type: ignore[index]
+        }
+
+    # -- commands from outside ----------------------------------------------------------
+
+    def set_scale(self, replicas: int) -> None:
+        """A manual scale: takes effect now; the next decision may move it again."""
+        self.scale = replicas
+        self.store.record_event(
+            self.key, "Normal", "ScalingReplicaSet", f"Scaled to {replicas} by request"
+        )
+        self.wake.set()
+
+    def demand(self) -> None:
+        """A request is waiting at zero replicas: start one at once."""
+        if self.scale == 0:
+            self.scale = 1
+            self.last_scale_time = rfc3339(self.clock.wall())
+            self.store.record_event(
+                self.key, "Normal", "SuccessfulRescale", "New size: 1; reason: request at zero"
+            )
+            self.wake.set()
+
+    async def shutdown(self) -> None:
+        """Drain and stop every replica and stop routing: the endpoint was deleted."""
+        self._stopped = True
+        self.wake.set()
+        self.gateway.withdraw(self.key)
+        for task in list(self._tasks):
+            task.cancel()
+        names = [r.name for r in self.supervisor.replicas(*self._address)]
+        await asyncio.gather(*(self.supervisor.stop(name) for name in names))
+
+    def pods(self) -> list[dict[str, Any]]:
+        """The replicas as Pod-shaped objects for `get pods` and `top pods`."""
+        return [self._pod(r) for r in self.supervisor.replicas(*self._address)]
+
+    def _pod(self, replica: Replica) -> dict[str, Any]:
+        window = self.usage.get(replica.name)
+        cores = window.cpu_cores() if window else None
+        latest = window.latest if window else None
+        status: dict[str, Any] = {
+            "phase": "Terminating" if replica.name in self.draining else replica.phase.value,
+            "ready": replica.ready and replica.name not in self.draining,
+            "restarts": replica.restarts,
+            "pid": replica.pid,
+            "address": replica.address,
+            "usage": {
+                "cpu": format_cpu(cores or 0.0),
+                "memory": format_memory(latest.memory_bytes if latest else 0),
+            },
+        }
+        if replica.limits is not None:
+            status["limitsNote"] = replica.limits.note
+        template = replica.template
+        return {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": replica.name,
+                "namespace": template.namespace,
+                "labels": {"app": template.endpoint, "pod-template-hash": template.hash},
+                "creationTimestamp": rfc3339(replica.created),
+            },
+            "spec": {"model": f"{template.model_name}:{template.model_version}"},
+            "status": status,
+        }
+
+    @property
+    def _address(self) -> tuple[str, str]:
+        return self.key.namespace, self.key.name
+
+    def _spawn(self, work: Any) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def _starting_scale(status: dict[str, Any], policy: Policy) -> int:
+    """Where a new loop starts: the last desired count if one was recorded, within bounds."""
+    recorded = status.get("desiredReplicas")
+    start = recorded if isinstance(recorded, int) else policy.min_replicas
+    return max(policy.min_replicas, min(policy.max_replicas, start))
+
+
+def _average_text(metric: str, value: float) -> str:
+    if metric == "cpu":
+        return format_cpu(value)
+    if metric == "memory":
+        return format_memory(value)
+    return f"{value:.3g}"
