@@ -6,6 +6,8 @@ What the rest of ebbtide calls:
 - `load_model(reference, repository) -> LoadedModel` and `serve(loaded_or_location, address,
   settings) -> exit code`: serve in this process (a warm parent can load, then fork).
 - `python -m ebbtide.runtime NAME[:VERSION] --port N | --unix PATH ...`: a replica process.
+- `python -m ebbtide.runtime.zygote NAME[:VERSION] ... --control-fd N`: a warm process that
+  loads a fork-safe model once and forks replicas on request (see its module docstring).
 - Readiness: `GET /v2/health/ready` answers 200 once the model is loaded, 503 before and
   while draining.
 """

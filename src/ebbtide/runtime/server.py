@@ -144,6 +144,21 @@ def serve(
     return server.exit_code
 
 
+def import_serving_stack(settings: ServerSettings | None = None) -> None:
+    """Import now what `serve()` would import lazily (uvicorn's HTTP protocol, lifespan and
+    event loop modules), so that a process forked after this serves without importing."""
+    config = uvicorn.Config(
+        _no_app, **_uvicorn_options(ListenAddress.tcp("127.0.0.1", 0), settings or ServerSettings())
+    )
+    config.load()
+    config.get_loop_factory()
+    "localhost".encode("idna")  # binding encodes the host name: load the codec now
+
+
+async def _no_app(scope: Any, receive: Any, send: Any) -> None:
+    """The app of a throwaway uvicorn config: never called."""
+
+
 def _thread_limits(threads: int | None) -> AbstractContextManager[object]:
     if threads is None:
         return nullcontext()

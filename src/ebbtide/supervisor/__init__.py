@@ -13,10 +13,12 @@ from ebbtide.supervisor.replicas import (
     free_port,
 )
 from ebbtide.supervisor.template import ReplicaTemplate
+from ebbtide.supervisor.warm import ForkedReplica, WarmForkLauncher, WarmSettings
 
 __all__ = [
     "Backoff",
     "CgroupLimits",
+    "ForkedReplica",
     "Launcher",
     "LimitsOutcome",
     "Phase",
@@ -26,6 +28,8 @@ __all__ = [
     "SubprocessLauncher",
     "Supervisor",
     "SupervisorSettings",
+    "WarmForkLauncher",
+    "WarmSettings",
     "free_port",
     "serve_command",
 ]

@@ -10,28 +10,35 @@ from pathlib import Path
 from ebbtide.supervisor.template import ReplicaTemplate
 
 
-def serve_command(template: ReplicaTemplate, port: int) -> list[str]:
-    """The model server's command line for a template, listening on a loopback port."""
-    command = [
-        sys.executable,
-        "-m",
-        "ebbtide.runtime",
+def model_arguments(template: ReplicaTemplate) -> list[str]:
+    """The model server's arguments that say what to serve: the model, where, and batching."""
+    arguments = [
         f"{template.model_name}:{template.model_version}",
         "--repository",
         str(template.repository),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
     ]
     if template.max_batch_size is not None and template.max_batch_latency_ms is not None:
-        command += [
+        arguments += [
             "--max-batch-size",
             str(template.max_batch_size),
             "--max-latency-ms",
             str(template.max_batch_latency_ms),
         ]
-    return command
+    return arguments
+
+
+def serve_command(template: ReplicaTemplate, port: int) -> list[str]:
+    """The model server's command line for a template, listening on a loopback port."""
+    return [
+        sys.executable,
+        "-m",
+        "ebbtide.runtime",
+        *model_arguments(template),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
 
 
 class SubprocessLauncher:
@@ -48,3 +55,6 @@ class SubprocessLauncher:
                 stderr=asyncio.subprocess.STDOUT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
+
+    async def close(self) -> None:
+        """Nothing to release: each replica is the supervisor's own child."""

@@ -75,7 +75,10 @@ class ReplicaProcess(Protocol):
 
 
 class Launcher(Protocol):
-    """Starts the model server of a template listening on a port, writing to a log file."""
+    """Starts the model server of a template listening on a port, writing to a log file.
+
+    A launcher that holds processes of its own (the warm processes of `WarmForkLauncher`) also
+    has `async close()`, which `Supervisor.stop_all()` calls after stopping every replica."""
 
     async def launch(self, template: ReplicaTemplate, port: int, log: Path) -> ReplicaProcess: ...
 
@@ -193,7 +196,11 @@ class Supervisor:
         self._notify(replica)
 
     async def stop_all(self) -> None:
+        """Stop every replica, then close the launcher (when it has `close()`)."""
         await asyncio.gather(*(self.stop(name) for name in list(self._replicas)))
+        close = getattr(self.launcher, "close", None)
+        if close is not None:
+            await close()
         await self._http.aclose()
 
     async def _keep_running(self, replica: Replica) -> None:

@@ -31,6 +31,9 @@ class Model(ABC):
     fork_safe: bool = False
     """Whether a process may fork after `load()` and serve from the child. False where the
     format's runtime starts threads (OpenMP, onnxruntime, torch): they do not survive a fork."""
+    fork_safety_set_by_load: ClassVar[bool] = False
+    """True where only `load()` can tell `fork_safe` (a Python class declares it); otherwise
+    the class attribute answers before loading, so a warm process need not load in vain."""
 
     def __init__(self, location: ModelLocation) -> None:
         self.location = location

@@ -41,6 +41,7 @@ SINGLE_OUTPUT = "output-0"
 
 class PythonModel(Model):
     format = "python"
+    fork_safety_set_by_load = True
 
     def _load(self) -> None:
         raise NotImplementedError  # load() is overridden: the user's load may be async
