@@ -88,13 +88,18 @@ def rate_per_replica(goal: MetricGoal, demand: Demand, policy: Policy) -> float 
 def _cores_used(
     observation: Observation, first: Sample, latest: Sample, span: float
 ) -> float | None:
-    """Cores all replicas used between two readings (the span the completions cover): a
-    replica absent from the first reading started after it, from zero."""
+    """Cores the serving replicas used between two readings (the span the completions cover).
+
+    Only replicas that are ready now and were already running at the first reading count: a
+    replica that started inside the span spent its CPU loading a model, not serving, and
+    counting it would make every request look dearer and a rollout look like a burst."""
     if latest.cpu_seconds:
+        serving = {r.name for r in observation.replicas if r.ready and not r.terminating}
         used = 0.0
         for name, now_used in latest.cpu_seconds.items():
-            before = first.cpu_seconds.get(name, 0.0)
-            used += now_used - before if now_used >= before else now_used
+            before = first.cpu_seconds.get(name)
+            if name in serving and before is not None and now_used >= before:
+                used += now_used - before
         return used / span
     given = [r.cpu_cores for r in observation.replicas if r.cpu_cores is not None]
     return sum(given) if given else None

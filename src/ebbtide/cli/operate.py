@@ -47,7 +47,7 @@ def endpoint_url(endpoint: dict[str, Any]) -> str:
 
 def infer_path(endpoint: dict[str, Any]) -> str:
     model = endpoint["spec"]["model"]
-    return f"/v2/models/{model['name']}/versions/{model['version']}/infer"
+    return f"/v2/models/{model['name']}/infer"
 
 
 def read_body(data: str) -> dict[str, Any]:
