@@ -25,7 +25,8 @@ def main() -> int:
     for script in scripts:
         print(f"== {script.stem} ==", flush=True)
         spec = importlib.util.spec_from_file_location(script.stem, script)
-        assert spec is not None and spec.loader is not None
+        assert spec is not None
+        assert spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         module.main()
