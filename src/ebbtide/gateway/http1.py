@@ -2,10 +2,11 @@
 
 The gateway parses only what it must to forward a message: the start line, the headers, and
 the body's framing (Content-Length, chunked, or until the connection closes). It is pure
-Python on purpose: messages here are small and few-headered, and slicing one `bytes` buffer
-costs about as much as the callbacks of a C parser (see docs/gateway.md). The parser is
-strict where laxness lets a request be read two ways (both Content-Length and
-Transfer-Encoding, differing lengths, folded headers, space before the colon).
+Python on purpose: one parser for both directions and no optional dependency. It costs about
+6 µs for a typical 8-header inference request against httptools' 1.2 µs: some 10 µs of the
+0.1-0.2 ms the gateway adds per request (docs/gateway.md). The parser is strict where laxness
+lets a request be read two ways (both Content-Length and Transfer-Encoding, differing
+lengths, folded headers, space before the colon).
 """
 
 from __future__ import annotations
