@@ -14,7 +14,9 @@ EbbtideError
  │    ├── BadInputError         wrong shape, datatype, missing input (the caller's fault)
  │    │    └── PayloadTooLargeError   the request body exceeds the server's limit
  │    ├── ModelFailedError      the model raised while predicting (the model's fault)
- │    └── NotReadyError         no model or replica ready to serve
+ │    ├── NotReadyError         no model or replica ready to serve
+ │    ├── OverloadedError       every replica is busy and the endpoint's queue is full
+ │    └── ReplicaFailedError    a replica failed to answer (closed, timed out, garbled)
  ├── ControlPlaneUnavailableError   the CLI cannot reach a running control plane
  └── KubernetesError            the Kubernetes API refused a request or cannot be reached
 """
@@ -85,6 +87,18 @@ class ModelFailedError(InferenceError):
 
 class NotReadyError(InferenceError):
     """Nothing is ready to serve this request yet."""
+
+
+class OverloadedError(InferenceError):
+    """Every replica is busy and the endpoint's queue is full (or waited too long): try later."""
+
+
+class ReplicaFailedError(InferenceError):
+    """A replica took the request but did not answer it properly (closed, timed out, garbled)."""
+
+    def __init__(self, message: str, *, timed_out: bool = False) -> None:
+        super().__init__(message)
+        self.timed_out = timed_out
 
 
 class ControlPlaneUnavailableError(EbbtideError):
