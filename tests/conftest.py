@@ -14,10 +14,22 @@ from ebbtide.core.clock import SYSTEM_CLOCK
 from ebbtide.daemon.lifecycle import is_running
 
 
-def start_control_plane(home: Path, timeout: float = 20.0) -> subprocess.Popen[bytes]:
-    """A real control-plane process on `home`, answering before this returns."""
+def start_control_plane(
+    home: Path, *options: str, timeout: float = 20.0
+) -> subprocess.Popen[bytes]:
+    """A real control-plane process on `home` (its gateway on a free port), answering
+    before this returns."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "ebbtide.daemon", "--home", str(home)],
+        [
+            sys.executable,
+            "-m",
+            "ebbtide.daemon",
+            "--home",
+            str(home),
+            "--gateway-port",
+            "0",
+            *options,
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )

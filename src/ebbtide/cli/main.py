@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 
 from ebbtide.api.client import ControlPlaneClient, socket_path
+from ebbtide.autoscaler.profiles import PROFILES
 from ebbtide.cli import describe as describe_view
 from ebbtide.cli import operate
 from ebbtide.cli.output import as_list, dump
@@ -101,15 +102,27 @@ def up(
     detach: Annotated[
         bool, typer.Option("--detach", "-d", help="Run in the background; `ebbtide down` stops it.")
     ] = False,
+    gateway_port: Annotated[
+        int, typer.Option(help="The gateway's port on 127.0.0.1 (0 picks a free one).")
+    ] = 8080,
+    profile: Annotated[
+        str, typer.Option(help="Scaling defaults: local (seconds) or kubernetes (the HPA's).")
+    ] = "local",
 ) -> None:
     """Run the local control plane (in the foreground unless --detach)."""
     home = ebbtide_home()
     with guarded():
+        if profile not in PROFILES:
+            fail(f"unknown profile {profile!r}; choose one of {', '.join(sorted(PROFILES))}")
         if not detach:
+            settings = control_plane.ControlPlaneSettings(
+                gateway_port=gateway_port, profile=profile
+            )
             typer.echo(f"control plane serving on {socket_path(home)} (Ctrl-C stops it)")
-            asyncio.run(control_plane.serve(home))
+            asyncio.run(control_plane.serve(home, settings))
             return
-        started = lifecycle.start_detached(home)
+        options = ["--gateway-port", str(gateway_port), "--profile", profile]
+        started = lifecycle.start_detached(home, options)
         typer.echo(f"control plane running (pid {started.pid}); state in {home}")
         typer.echo(f"logs: {started.log}")
 

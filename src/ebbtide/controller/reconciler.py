@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -26,6 +26,7 @@ from ebbtide.controller.plan import ObservedReplica, RolloutSettings, plan
 from ebbtide.core.clock import Clock
 from ebbtide.core.errors import EbbtideError
 from ebbtide.metrics import UsageWindow, read_usage
+from ebbtide.runtime.repository import ModelRepository
 from ebbtide.spec import InferenceEndpoint
 from ebbtide.spec.quantity import format_cpu, format_memory
 from ebbtide.store import ObjectKey, Store, rfc3339
@@ -182,6 +183,8 @@ class Reconciler:
             for r in self.supervisor.replicas(*self._address)
         ]
         step = plan(self.scale, template.hash, observed, self.settings.rollout)
+        if step.start and not self._model_available(template):
+            step = replace(step, start=0)
         for _ in range(step.start):
             replica = self.supervisor.start(template)
             self.store.record_event(
@@ -190,6 +193,19 @@ class Reconciler:
         for name in step.stop:
             self.draining.add(name)
             self._spawn(self._drain_and_stop(name))
+
+    def _model_available(self, template: ReplicaTemplate) -> bool:
+        """Whether the model can be found; if not, say so where `describe` shows it, rather
+        than start replicas that can only crash."""
+        repository = ModelRepository(template.repository)
+        try:
+            repository.resolve(template.model_name, template.model_version)
+        except EbbtideError as error:
+            self.store.record_event(self.key, "Warning", "FailedCreate", str(error))
+            self._set_condition("ReplicaFailure", "True", "ModelNotFound", str(error))
+            return False
+        self.conditions.pop("ReplicaFailure", None)
+        return True
 
     async def _drain_and_stop(self, name: str) -> None:
         """Out of rotation first, then wait for its in-flight requests, then stop it."""

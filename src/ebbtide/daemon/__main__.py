@@ -4,18 +4,36 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 from pathlib import Path
 
+from ebbtide.autoscaler.profiles import PROFILES
+from ebbtide.core.errors import EbbtideError
 from ebbtide.core.paths import ebbtide_home
-from ebbtide.daemon.control_plane import serve
+from ebbtide.daemon.control_plane import ControlPlaneSettings, serve
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m ebbtide.daemon")
     parser.add_argument("--home", type=Path, default=None, help="The state directory.")
+    parser.add_argument("--gateway-host", default="127.0.0.1")
+    parser.add_argument("--gateway-port", type=int, default=8080, help="0 picks a free port.")
+    parser.add_argument("--repository", type=Path, default=None, help="The model repository.")
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="local")
     arguments = parser.parse_args()
-    asyncio.run(serve(arguments.home or ebbtide_home()))
+    settings = ControlPlaneSettings(
+        gateway_host=arguments.gateway_host,
+        gateway_port=arguments.gateway_port,
+        repository=arguments.repository,
+        profile=arguments.profile,
+    )
+    try:
+        asyncio.run(serve(arguments.home or ebbtide_home(), settings))
+    except EbbtideError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

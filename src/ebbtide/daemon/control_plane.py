@@ -10,24 +10,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import signal
 import socket
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import uvicorn
 
 from ebbtide.api.client import socket_path
-from ebbtide.api.server import Workloads, build_app
+from ebbtide.api.server import build_app
+from ebbtide.autoscaler.profiles import LOCAL, PROFILES
+from ebbtide.controller.manager import Controller
+from ebbtide.controller.reconciler import ReconcilerSettings
+from ebbtide.core.clock import SYSTEM_CLOCK
 from ebbtide.core.errors import EbbtideError
+from ebbtide.daemon.wiring import GatewayAdapter
+from ebbtide.gateway import Gateway, GatewaySettings
 from ebbtide.store import SqliteStore
+from ebbtide.supervisor import SubprocessLauncher, Supervisor, WarmForkLauncher
 
 STATE_FILE = "state.db"
 PID_FILE = "control-plane.pid"
 LOG_DIR = "logs"
-
-Component = Callable[[SqliteStore], Awaitable[Workloads | None]]
 
 
 @dataclass(frozen=True)
@@ -94,16 +100,55 @@ class EmbeddedServer(uvicorn.Server):
         yield
 
 
-async def serve(home: Path, workloads: Workloads | None = None) -> None:
-    """Run the control plane until SIGTERM or SIGINT, then shut down cleanly."""
+@dataclass(frozen=True)
+class ControlPlaneSettings:
+    """Where the control plane listens and what it runs."""
+
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 8080
+    repository: Path | None = None
+    """The model repository; default `$EBBTIDE_MODEL_REPOSITORY` or `<home>/models`."""
+    profile: str = LOCAL.name
+
+
+async def serve(home: Path, settings: ControlPlaneSettings | None = None) -> None:
+    """Run the control plane until SIGTERM or SIGINT, then stop every part in order: the
+    controller and its replicas, the gateway, and the API last."""
+    settings = settings or ControlPlaneSettings()
     os.umask(0o077)  # every file the control plane writes is its owner's alone
     paths = StatePaths(home)
     paths.prepare()
     store = SqliteStore(paths.state)
     listener = bind_socket(paths.socket)
+    # A replica that dies holding a request has not answered it: inference is a pure function
+    # of its input, so sending it again to another replica is safe and loses nothing.
+    gateway = Gateway(
+        clock=SYSTEM_CLOCK,
+        rng=random.Random(),
+        settings=GatewaySettings(retry_unanswered=True),
+    )
+    try:
+        await gateway.start(settings.gateway_host, settings.gateway_port)
+    except OSError as error:
+        listener.close()
+        paths.socket.unlink()
+        raise EbbtideError(
+            f"the gateway cannot listen on {settings.gateway_host}:{settings.gateway_port}: "
+            f"{error.strerror}; choose another port with `ebbtide up --gateway-port N`"
+        ) from None
+    repository = settings.repository or _default_repository(home)
+    supervisor = Supervisor(WarmForkLauncher(SubprocessLauncher()), paths.logs)
+    controller = Controller(
+        store,
+        supervisor,
+        GatewayAdapter(gateway),
+        SYSTEM_CLOCK,
+        ReconcilerSettings(repository=repository, profile=PROFILES[settings.profile]),
+    )
+    gateway.on_demand = controller.demand
     paths.pid.write_text(str(os.getpid()))
     config = uvicorn.Config(
-        build_app(store, workloads), log_level="warning", access_log=False, lifespan="off"
+        build_app(store, controller), log_level="warning", access_log=False, lifespan="off"
     )
     server = EmbeddedServer(config)
     stop = asyncio.Event()
@@ -111,9 +156,12 @@ async def serve(home: Path, workloads: Workloads | None = None) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     serving = asyncio.create_task(server.serve(sockets=[listener]))
+    controller.start()
     try:
         await stop.wait()
     finally:
+        await controller.stop()
+        await gateway.stop()
         server.should_exit = True
         await serving
         store.close()
@@ -121,3 +169,8 @@ async def serve(home: Path, workloads: Workloads | None = None) -> None:
             paths.socket.unlink()
         with contextlib.suppress(FileNotFoundError):
             paths.pid.unlink()
+
+
+def _default_repository(home: Path) -> Path:
+    configured = os.environ.get("EBBTIDE_MODEL_REPOSITORY")
+    return Path(configured) if configured else home / "models"

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,8 +45,11 @@ def is_running(home: Path) -> bool:
     return True
 
 
-def start_detached(home: Path, timeout: float = START_TIMEOUT) -> Started:
-    """Start a control plane in its own session and wait until it answers."""
+def start_detached(
+    home: Path, options: Sequence[str] = (), timeout: float = START_TIMEOUT
+) -> Started:
+    """Start a control plane in its own session and wait until it answers; `options` are
+    the daemon's (`--gateway-port 0`, `--profile kubernetes`, ...)."""
     paths = StatePaths(home)
     if is_running(home):
         raise EbbtideError(
@@ -55,7 +59,7 @@ def start_detached(home: Path, timeout: float = START_TIMEOUT) -> Started:
     log = paths.logs / "control-plane.log"
     with log.open("ab") as output:
         process = subprocess.Popen(
-            [sys.executable, "-m", "ebbtide.daemon", "--home", str(home)],
+            [sys.executable, "-m", "ebbtide.daemon", "--home", str(home), *options],
             stdin=subprocess.DEVNULL,
             stdout=output,
             stderr=subprocess.STDOUT,
@@ -64,9 +68,7 @@ def start_detached(home: Path, timeout: float = START_TIMEOUT) -> Started:
     deadline = SYSTEM_CLOCK.now() + timeout
     while SYSTEM_CLOCK.now() < deadline:
         if process.poll() is not None:
-            raise EbbtideError(
-                f"the control plane exited at start (code {process.returncode}); see {log}"
-            )
+            raise EbbtideError(f"the control plane could not start: {_last_line(log)}")
         if is_running(home):
             return Started(process.pid, log)
         SYSTEM_CLOCK.blocking_sleep(POLL_INTERVAL)
@@ -98,6 +100,11 @@ def stop(home: Path, timeout: float = STOP_TIMEOUT) -> int | None:
     with contextlib.suppress(FileNotFoundError):
         paths.pid.unlink()
     return pid
+
+
+def _last_line(log: Path) -> str:
+    lines = log.read_text(errors="replace").strip().splitlines()
+    return lines[-1].removeprefix("error: ") if lines else f"no output; see {log}"
 
 
 def _recorded_pid(paths: StatePaths) -> int | None:
