@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -75,13 +76,22 @@ class ChangeSignal:
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-def build_app(store: Store, workloads: Workloads | None = None) -> Starlette:
-    """The API as an ASGI app over `store`; `workloads` answers pods and scale."""
+def build_app(
+    store: Store, workloads: Workloads | None = None, registry: CollectorRegistry | None = None
+) -> Starlette:
+    """The API as an ASGI app over `store`; `workloads` answers pods and scale; `registry`
+    holds the control plane's own Prometheus metrics, served at /metrics."""
     api = _Api(store, workloads or NoWorkloads())
+    metrics = registry or CollectorRegistry()
+
+    async def metrics_text(request: Request) -> Response:
+        return Response(generate_latest(metrics), media_type=CONTENT_TYPE_LATEST)
+
     store.subscribe(api.signal)
     routes = [
         Route("/healthz", api.health),
         Route("/openapi.json", api.openapi),
+        Route("/metrics", metrics_text),
         Route(f"{GROUP_PREFIX}/apply", _guard(api.apply), methods=["POST"]),
         Route(f"{GROUP_PREFIX}/{PLURAL}", _guard(api.list_all)),
         Route(f"{GROUP_PREFIX}/watch", _guard(api.watch)),
@@ -326,6 +336,7 @@ def openapi_document() -> dict[str, Any]:
         "components": {"schemas": {KIND: endpoint_json_schema()}},
         "paths": {
             "/healthz": {"get": {"summary": "Liveness of the control plane."}},
+            "/metrics": {"get": {"summary": "The control plane's Prometheus metrics."}},
             f"{GROUP_PREFIX}/apply": {
                 "post": {"summary": "Create or update endpoints: all items or none."}
             },

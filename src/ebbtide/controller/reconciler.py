@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -69,6 +70,9 @@ class ReconcilerSettings:
     profile: Profile = LOCAL
     rollout: RolloutSettings = field(default_factory=RolloutSettings)
     drain_timeout: float = 30.0
+    record_lateness: Callable[[float], None] | None = None
+    """Told, at each decision, how many seconds after its due time it ran: the measure of a
+    control loop that keeps time while the data plane is busy."""
 
 
 class Reconciler:
@@ -125,6 +129,8 @@ class Reconciler:
         if self.scale is None:
             self.scale = _starting_scale(record.status, policy)
         if now >= self._next_decision:
+            if self._next_decision and self.settings.record_lateness:
+                self.settings.record_lateness(now - self._next_decision)
             self._decide(policy, now)
             self._next_decision = now + policy.sync_period
         self._act(template)

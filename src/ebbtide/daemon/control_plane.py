@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import uvicorn
+from prometheus_client import CollectorRegistry, Histogram
 
 from ebbtide.api.client import socket_path
 from ebbtide.api.server import build_app
@@ -138,17 +139,31 @@ async def serve(home: Path, settings: ControlPlaneSettings | None = None) -> Non
         ) from None
     repository = settings.repository or _default_repository(home)
     supervisor = Supervisor(WarmForkLauncher(SubprocessLauncher()), paths.logs)
+    registry = CollectorRegistry()
+    lateness = Histogram(
+        "ebbtide_controller_decision_lateness_seconds",
+        "How late each autoscaling decision ran after its due time.",
+        buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+        registry=registry,
+    )
     controller = Controller(
         store,
         supervisor,
         GatewayAdapter(gateway),
         SYSTEM_CLOCK,
-        ReconcilerSettings(repository=repository, profile=PROFILES[settings.profile]),
+        ReconcilerSettings(
+            repository=repository,
+            profile=PROFILES[settings.profile],
+            record_lateness=lateness.observe,
+        ),
     )
     gateway.on_demand = controller.demand
     paths.pid.write_text(str(os.getpid()))
     config = uvicorn.Config(
-        build_app(store, controller), log_level="warning", access_log=False, lifespan="off"
+        build_app(store, controller, registry),
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
     )
     server = EmbeddedServer(config)
     stop = asyncio.Event()
