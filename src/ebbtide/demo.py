@@ -60,7 +60,7 @@ PHASES: tuple[tuple[str, float, float], ...] = (
     ("rise", 40.0, 15.0),
     ("peak", 110.0, 30.0),
     ("fall", 10.0, 15.0),
-    ("quiet", 0.0, 60.0),
+    ("quiet", 0.0, 45.0),
 )
 """(name, requests per second, seconds). At ~7 ms of CPU per request, the peak asks for about
 0.8 cores, well over one replica's 60% of 500m."""

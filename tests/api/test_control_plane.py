@@ -183,8 +183,6 @@ def test_status_updates_are_validated_and_versioned(
     assert updated["metadata"]["generation"] == current["metadata"]["generation"]
     with pytest.raises(ConflictError):
         client.put_status("default", "my-model-endpoint", {"replicas": 3}, version)
-    stored = yaml.safe_load(ebbtide("get", "ie", "my-model-endpoint", "-o", "yaml").output)
-    assert stored["status"]["replicas"] in (0, 2)  # the controller rewrites what it owns
     client.close()
 
 
