@@ -3,8 +3,8 @@ simulator's inputs measured on the same live system, side by side.
 
 1. Calibrate on a control plane of its own: a constant load on one replica of the CPU-heavy
    sample gives the replica CPU milliseconds per request (from each replica's /metrics); three
-   manual scale-ups give the start time (scale request to the new replica first seen ready,
-   polled every 10 ms).
+   manual scale-ups by one replica give the start time (scale request to the new replica first
+   seen ready, polled every 10 ms).
 2. Replay on a fresh control plane (seed endpoint, local profile, one replica at the start):
    the window's arrivals sent open loop through the gateway, every latency recorded, the
    endpoint's status sampled every 0.5 s.
@@ -37,7 +37,7 @@ from ebbtide.core.clock import SYSTEM_CLOCK
 from ebbtide.daemon import lifecycle
 from ebbtide.loadgen.requests import example_request
 from ebbtide.loadgen.runner import Outcome, percentile, run_open_loop
-from ebbtide.sim import Platform, ServiceModel, Simulation, from_trace
+from ebbtide.sim import Platform, ServiceModel, Simulation, Workload, from_trace
 from ebbtide.sim.calibration import (
     Calibration,
     ReplicaCounters,
@@ -48,7 +48,7 @@ from ebbtide.sim.calibration import (
 from ebbtide.sim.engine import Trace
 from ebbtide.sim.policies import Autoscaler
 from ebbtide.sim.report import Score, score
-from ebbtide.spec import validate
+from ebbtide.spec import parse_documents, validate
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "tests" / "fixtures" / "inference_endpoint.yaml"
@@ -127,11 +127,11 @@ def _ready_pods(client: ControlPlaneClient) -> set[str]:
     }
 
 
-def measure_start(client: ControlPlaneClient, replicas: int) -> float:
-    """Seconds from a scale request to `replicas` until a new replica is first seen ready."""
+def measure_start(client: ControlPlaneClient) -> float:
+    """Seconds from a scale request to one more replica until the new one is first seen ready."""
     known = _ready_pods(client)
     asked = SYSTEM_CLOCK.now()
-    client.scale(NAMESPACE, NAME, replicas)
+    client.scale(NAMESPACE, NAME, len(known) + 1)
     while not (_ready_pods(client) - known):
         if SYSTEM_CLOCK.now() - asked > 30:
             raise RuntimeError("no new replica became ready within 30 s of a scale-up")
@@ -155,8 +155,8 @@ def measure_cpu(client: ControlPlaneClient, rate: float, seconds: float) -> tupl
 def run_calibration(repository: Path) -> Calibration:
     with ControlPlane(repository) as client:
         SYSTEM_CLOCK.blocking_sleep(2.0)  # let the first replica settle before measuring
-        cpu_ms, served = measure_cpu(client, rate=30.0, seconds=10.0)
-        starts = [measure_start(client, replicas) for replicas in (2, 3, 4)]
+        cpu_ms, served = measure_cpu(client, rate=20.0, seconds=15.0)
+        starts = [measure_start(client) for _ in range(3)]
     return calibrate(cpu_ms, served, starts)
 
 
@@ -305,6 +305,16 @@ def plot(path: Path, live: Live, trace: Trace, arrivals: list[float], duration: 
     plt.close(figure)
 
 
+def simulate(workload: Workload, start_time: float, seed: int) -> tuple[Trace, Score]:
+    """ebbtide's default policy for the seed endpoint, from one replica, on the same arrivals."""
+    (document,) = parse_documents(SEED.read_text(), str(SEED))
+    endpoint = validate(document).endpoint
+    platform = Platform(start_time=start_time, discipline="fifo", objective=OBJECTIVE)
+    policy = Autoscaler("ebbtide", policy_for(endpoint, LOCAL))
+    trace = Simulation(workload, policy, platform, 1, seed).run()
+    return trace, score("ebbtide", trace, platform)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--trace", type=Path, default=TRACE)
@@ -340,12 +350,8 @@ def main() -> None:
             arguments.duration,
         )
         arrivals = list(workload.arrivals)
+        trace, simulated = simulate(workload, calibration.start_time, arguments.seed)
         live = run_live(Path(models), arrivals)
-    endpoint = validate(yaml.safe_load(SEED.read_text())).endpoint
-    platform = Platform(start_time=calibration.start_time, discipline="fifo", objective=OBJECTIVE)
-    policy = Autoscaler("ebbtide", policy_for(endpoint, LOCAL))
-    trace = Simulation(workload, policy, platform, 1, arguments.seed).run()
-    simulated = score("ebbtide", trace, platform)
     print(
         f"window: {arguments.trace.name}, first {arguments.duration:g} s at x{arguments.speedup:g}"
         f" time, x{arguments.rate_scale:g} rate: {len(arrivals)} requests "
