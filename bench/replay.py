@@ -1,0 +1,367 @@
+"""Live replay against the simulator: one trace window served live, then simulated with the
+simulator's inputs measured on the same live system, side by side.
+
+1. Calibrate on a control plane of its own: a constant load on one replica of the CPU-heavy
+   sample gives the replica CPU milliseconds per request (from each replica's /metrics); three
+   manual scale-ups by one replica give the start time (scale request to the new replica first
+   seen ready, polled every 10 ms).
+2. Replay on a fresh control plane (seed endpoint, local profile, one replica at the start):
+   the window's arrivals sent open loop through the gateway, every latency recorded, the
+   endpoint's status sampled every 0.5 s.
+3. Simulate the same arrivals (the very same offsets) with ebbtide's default policy for the
+   same endpoint, the calibrated CPU and start time, one replica at the start.
+
+    .venv/bin/python bench/replay.py [--speedup 10] [--rate-scale 1.5] [--duration 120]
+        [--plot docs/img/replay.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from ebbtide.api.client import ControlPlaneClient
+from ebbtide.autoscaler import LOCAL, policy_for
+from ebbtide.core.clock import SYSTEM_CLOCK
+from ebbtide.daemon import lifecycle
+from ebbtide.loadgen.requests import example_request
+from ebbtide.loadgen.runner import Outcome, percentile, run_open_loop
+from ebbtide.sim import Platform, ServiceModel, Simulation, Workload, from_trace
+from ebbtide.sim.calibration import (
+    Calibration,
+    ReplicaCounters,
+    calibrate,
+    cpu_ms_per_request,
+    parse_replica_metrics,
+)
+from ebbtide.sim.engine import Trace
+from ebbtide.sim.policies import Autoscaler
+from ebbtide.sim.report import Score, score
+from ebbtide.spec import parse_documents, validate
+
+ROOT = Path(__file__).resolve().parent.parent
+SEED = ROOT / "tests" / "fixtures" / "inference_endpoint.yaml"
+TRACE = Path("/work/shared/traces/AzureLLMInferenceTrace_conv.csv")
+NAME = "my-model-endpoint"
+NAMESPACE = "default"
+JSON = {"content-type": "application/json"}
+OBJECTIVE = 0.1
+
+
+@dataclass
+class Live:
+    """What the live replay recorded."""
+
+    outcomes: list[Outcome]
+    samples: list[tuple[float, int, int]] = field(default_factory=list)
+    """(seconds from the start, replicas, ready replicas) every 0.5 s."""
+    actions: int = 0
+    elapsed: float = 0.0
+
+
+# -- control plane ----------------------------------------------------------------------------
+
+
+class ControlPlane:
+    """A control plane on a temporary home serving the seed endpoint; stopped on exit."""
+
+    def __init__(self, repository: Path) -> None:
+        self.repository = repository
+        self.directory = tempfile.TemporaryDirectory(prefix="ebbtide-replay-")
+        self.home = Path(self.directory.name)
+
+    def __enter__(self) -> ControlPlaneClient:
+        options = ["--gateway-port", "0", "--profile", "local", "--repository"]
+        lifecycle.start_detached(self.home, [*options, str(self.repository)])
+        self.client = ControlPlaneClient(self.home)
+        self.client.apply([yaml.safe_load(SEED.read_text())])
+        while _status(self.client).get("readyReplicas", 0) < 1:
+            SYSTEM_CLOCK.blocking_sleep(0.05)
+        return self.client
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.client.close()
+        lifecycle.stop(self.home)
+        self.directory.cleanup()
+
+
+def _status(client: ControlPlaneClient) -> dict[str, Any]:
+    return client.get_endpoint(NAMESPACE, NAME).get("status") or {}
+
+
+def _request(client: ControlPlaneClient) -> tuple[str, bytes]:
+    model_url = _status(client)["url"] + "/v2/models/my-ml-model"
+    metadata = httpx.get(model_url, timeout=10).json()
+    return model_url + "/infer", json.dumps(example_request(metadata, random.Random(0))).encode()
+
+
+# -- calibration ------------------------------------------------------------------------------
+
+
+def _scrape(client: ControlPlaneClient) -> dict[str, ReplicaCounters]:
+    counters = {}
+    for pod in client.list_pods(NAMESPACE, f"app={NAME}"):
+        address = pod["status"].get("address")
+        if address and pod["status"].get("ready"):
+            text = httpx.get(f"http://{address}/metrics", timeout=10).text
+            counters[pod["metadata"]["name"]] = parse_replica_metrics(text)
+    return counters
+
+
+def _ready_pods(client: ControlPlaneClient) -> set[str]:
+    return {
+        p["metadata"]["name"]
+        for p in client.list_pods(NAMESPACE, f"app={NAME}")
+        if p["status"].get("ready")
+    }
+
+
+def measure_start(client: ControlPlaneClient) -> float:
+    """Seconds from a scale request to one more replica until the new one is first seen ready."""
+    known = _ready_pods(client)
+    asked = SYSTEM_CLOCK.now()
+    client.scale(NAMESPACE, NAME, len(known) + 1)
+    while not (_ready_pods(client) - known):
+        if SYSTEM_CLOCK.now() - asked > 30:
+            raise RuntimeError("no new replica became ready within 30 s of a scale-up")
+        SYSTEM_CLOCK.blocking_sleep(0.01)
+    return SYSTEM_CLOCK.now() - asked
+
+
+def measure_cpu(client: ControlPlaneClient, rate: float, seconds: float) -> tuple[float, int]:
+    """Replica CPU ms per request under a constant open-loop load; and the requests served."""
+    url, body = _request(client)
+    before = _scrape(client)
+    arrivals = [index / rate for index in range(int(rate * seconds))]
+    asyncio.run(_send(url, body, arrivals))
+    after = _scrape(client)
+    served = sum(
+        c.requests - before.get(n, ReplicaCounters(0, 0)).requests for n, c in after.items()
+    )
+    return cpu_ms_per_request(before, after), served
+
+
+def run_calibration(repository: Path) -> Calibration:
+    with ControlPlane(repository) as client:
+        SYSTEM_CLOCK.blocking_sleep(2.0)  # let the first replica settle before measuring
+        cpu_ms, served = measure_cpu(client, rate=20.0, seconds=15.0)
+        starts = [measure_start(client) for _ in range(3)]
+    return calibrate(cpu_ms, served, starts)
+
+
+# -- live replay ------------------------------------------------------------------------------
+
+
+async def _send(url: str, body: bytes, arrivals: list[float]) -> list[Outcome]:
+    limits = httpx.Limits(max_connections=512, max_keepalive_connections=512)
+    async with httpx.AsyncClient(limits=limits, timeout=30) as http:
+
+        async def send() -> int:
+            return (await http.post(url, content=body, headers=JSON)).status_code
+
+        return await run_open_loop(send, arrivals, SYSTEM_CLOCK)
+
+
+def run_live(repository: Path, arrivals: list[float]) -> Live:
+    with ControlPlane(repository) as client:
+        SYSTEM_CLOCK.blocking_sleep(2.0)
+        url, body = _request(client)
+        rescales_before = _rescales(client)
+        live = Live(outcomes=[])
+
+        async def replay() -> None:
+            start = SYSTEM_CLOCK.now()
+
+            async def watch() -> None:
+                while True:
+                    status = await asyncio.to_thread(_status, client)
+                    live.samples.append(
+                        (
+                            SYSTEM_CLOCK.now() - start,
+                            int(status.get("replicas", 0)),
+                            int(status.get("readyReplicas", 0)),
+                        )
+                    )
+                    await asyncio.sleep(0.5)
+
+            watcher = asyncio.create_task(watch())
+            live.outcomes = await _send(url, body, arrivals)
+            live.elapsed = SYSTEM_CLOCK.now() - start
+            watcher.cancel()
+
+        asyncio.run(replay())
+        live.actions = _rescales(client) - rescales_before
+    return live
+
+
+def _rescales(client: ControlPlaneClient) -> int:
+    events = client.events(NAMESPACE, NAME)
+    return sum(1 for e in events if e.get("reason") == "SuccessfulRescale")
+
+
+def live_score(live: Live) -> Score:
+    latencies = [o.latency if o.ok else float("inf") for o in live.outcomes]
+    ordered = sorted(latencies)
+    seconds = 0.0
+    for (at, replicas, _), (after, _, _) in zip(live.samples, live.samples[1:], strict=False):
+        seconds += replicas * (after - at)
+    return Score(
+        policy="live",
+        requests=len(latencies),
+        over_objective=sum(1 for x in latencies if x > OBJECTIVE),
+        dropped=sum(1 for o in live.outcomes if not o.ok),
+        timed_out=0,
+        p50=percentile(ordered, 0.5),
+        p99=percentile(ordered, 0.99),
+        replica_seconds=seconds,
+        actions=live.actions,
+        peak_replicas=max((r for _, r, _ in live.samples), default=0),
+    )
+
+
+# -- report -----------------------------------------------------------------------------------
+
+
+def print_table(live: Score, simulated: Score) -> None:
+    rows = [
+        ("requests", f"{live.requests}", f"{simulated.requests}", ""),
+        (
+            "over 100 ms",
+            f"{live.over_objective_percent:.2f}%",
+            f"{simulated.over_objective_percent:.2f}%",
+            f"{live.over_objective_percent - simulated.over_objective_percent:+.2f} pt",
+        ),
+        ("failed", f"{live.dropped}", f"{simulated.dropped + simulated.timed_out}", ""),
+        _ms_row("p50 ms", live.p50, simulated.p50),
+        _ms_row("p99 ms", live.p99, simulated.p99),
+        (
+            "replica-seconds",
+            f"{live.replica_seconds:.0f}",
+            f"{simulated.replica_seconds:.0f}",
+            _ratio(live.replica_seconds, simulated.replica_seconds),
+        ),
+        ("scaling actions", f"{live.actions}", f"{simulated.actions}", ""),
+        ("peak replicas", f"{live.peak_replicas}", f"{simulated.peak_replicas}", ""),
+    ]
+    print(f"| {'':<16}| {'live':>9} | {'simulated':>9} | {'gap':>9} |")
+    print(f"|{'-' * 17}|{'-' * 11}|{'-' * 11}|{'-' * 11}|")
+    for name, a, b, gap in rows:
+        print(f"| {name:<16}| {a:>9} | {b:>9} | {gap:>9} |")
+
+
+def _ms_row(name: str, live: float, simulated: float) -> tuple[str, str, str, str]:
+    return name, f"{live * 1000:.1f}", f"{simulated * 1000:.1f}", _ratio(live, simulated)
+
+
+def _ratio(live: float, simulated: float) -> str:
+    return f"{live / simulated:.2f}x" if simulated else "-"
+
+
+def plot(path: Path, live: Live, trace: Trace, arrivals: list[float], duration: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (top, bottom) = plt.subplots(2, 1, figsize=(10, 5), sharex=True)
+    per_second = [0] * (int(duration) + 1)
+    for at in arrivals:
+        per_second[min(int(at), len(per_second) - 1)] += 1
+    top.fill_between(range(len(per_second)), per_second, step="post", color="0.8")
+    top.set_ylabel("arrivals/s")
+    times = [at for at, _ in trace.replica_changes] + [trace.end]
+    counts = [count for _, count in trace.replica_changes]
+    bottom.step(times, [*counts, counts[-1]], where="post", label="simulated (replicas)")
+    bottom.step(
+        [at for at, _, _ in live.samples],
+        [ready for _, _, ready in live.samples],
+        where="post",
+        label="live (ready replicas)",
+    )
+    bottom.step(
+        [at for at, _, _ in live.samples],
+        [count for _, count, _ in live.samples],
+        where="post",
+        linestyle=":",
+        label="live (replicas)",
+    )
+    bottom.set_ylabel("replicas")
+    bottom.set_xlabel("seconds")
+    bottom.legend(loc="upper left")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+
+
+def simulate(workload: Workload, start_time: float, seed: int) -> tuple[Trace, Score]:
+    """ebbtide's default policy for the seed endpoint, from one replica, on the same arrivals."""
+    (document,) = parse_documents(SEED.read_text(), str(SEED))
+    endpoint = validate(document).endpoint
+    platform = Platform(start_time=start_time, discipline="fifo", objective=OBJECTIVE)
+    policy = Autoscaler("ebbtide", policy_for(endpoint, LOCAL))
+    trace = Simulation(workload, policy, platform, 1, seed).run()
+    return trace, score("ebbtide", trace, platform)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--trace", type=Path, default=TRACE)
+    parser.add_argument("--speedup", type=float, default=10.0)
+    parser.add_argument("--rate-scale", type=float, default=1.5)
+    parser.add_argument("--duration", type=float, default=120.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--plot", type=Path, default=None)
+    parser.add_argument("--calibrate-only", action="store_true")
+    arguments = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="ebbtide-replay-models-") as models:
+        subprocess.run(
+            [sys.executable, "-m", "ebbtide", "model", "sample", "heavy", "--as", "my-ml-model:v1",
+             "--repository", models],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        calibration = run_calibration(Path(models))
+        starts = ", ".join(f"{s:.2f}" for s in calibration.starts)
+        print(
+            f"calibrated: {calibration.cpu_ms:.2f} ms CPU per request over "
+            f"{calibration.requests} requests; start {calibration.start_time:.2f} s "
+            f"(median of {starts})"
+        )
+        print(f"simulate with: {calibration.options()}")
+        if arguments.calibrate_only:
+            return
+        workload = from_trace(
+            arguments.trace,
+            ServiceModel(mean=calibration.cpu_ms / 1000),
+            arguments.seed,
+            arguments.speedup,
+            arguments.rate_scale,
+            arguments.duration,
+        )
+        arrivals = list(workload.arrivals)
+        trace, simulated = simulate(workload, calibration.start_time, arguments.seed)
+        live = run_live(Path(models), arrivals)
+    print(
+        f"window: {arguments.trace.name}, first {arguments.duration:g} s at x{arguments.speedup:g}"
+        f" time, x{arguments.rate_scale:g} rate: {len(arrivals)} requests "
+        f"({workload.mean_rate:.1f}/s); live replay took {live.elapsed:.1f} s"
+    )
+    print_table(live_score(live), simulated)
+    if arguments.plot is not None:
+        plot(arguments.plot, live, trace, arrivals, workload.duration)
+        print(f"plot: {arguments.plot}")
+
+
+if __name__ == "__main__":
+    main()
