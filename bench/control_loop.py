@@ -90,6 +90,7 @@ def window(home: Path, seconds: float, connections: int) -> dict[str, Any]:
 
 
 def main() -> None:
+    lifecycle.exit_on_sigterm()
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--connections", type=int, default=64)

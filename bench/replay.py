@@ -316,6 +316,7 @@ def simulate(workload: Workload, start_time: float, seed: int) -> tuple[Trace, S
 
 
 def main() -> None:
+    lifecycle.exit_on_sigterm()
     parser = argparse.ArgumentParser()
     parser.add_argument("--trace", type=Path, default=TRACE)
     parser.add_argument("--speedup", type=float, default=10.0)

@@ -114,6 +114,7 @@ def _seed_manifest() -> dict[str, Any]:
 
 
 def main() -> None:
+    lifecycle.exit_on_sigterm()
     parser = argparse.ArgumentParser()
     parser.add_argument("--base", type=float, default=25.0, help="requests/s before the step")
     parser.add_argument("--after", type=float, default=25.0, help="seconds after the step")

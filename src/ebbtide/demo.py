@@ -152,6 +152,7 @@ async def drive(
 
 
 def main() -> None:
+    lifecycle.exit_on_sigterm()
     with tempfile.TemporaryDirectory(prefix="ebbtide-demo-") as directory:
         home = Path(directory) / "home"
         os.environ["EBBTIDE_HOME"] = str(home)

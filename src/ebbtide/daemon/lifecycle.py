@@ -102,6 +102,16 @@ def stop(home: Path, timeout: float = STOP_TIMEOUT) -> int | None:
     return pid
 
 
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM into `SystemExit`, so a program that started a control plane runs its
+    `finally` and stops it (Python's default for SIGTERM ends the process on the spot)."""
+
+    def leave(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, leave)
+
+
 def _last_line(log: Path) -> str:
     lines = log.read_text(errors="replace").strip().splitlines()
     return lines[-1].removeprefix("error: ") if lines else f"no output; see {log}"
