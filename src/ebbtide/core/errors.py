@@ -17,6 +17,7 @@ EbbtideError
  │    ├── NotReadyError         no model or replica ready to serve
  │    ├── OverloadedError       every replica is busy and the endpoint's queue is full
  │    └── ReplicaFailedError    a replica failed to answer (closed, timed out, garbled)
+ ├── TraceError                 a request-arrival trace that cannot be read
  ├── ControlPlaneUnavailableError   the CLI cannot reach a running control plane
  └── KubernetesError            the Kubernetes API refused a request or cannot be reached
 """
@@ -99,6 +100,10 @@ class ReplicaFailedError(InferenceError):
     def __init__(self, message: str, *, timed_out: bool = False) -> None:
         super().__init__(message)
         self.timed_out = timed_out
+
+
+class TraceError(EbbtideError):
+    """A request-arrival trace file that is missing, unreadable, or has no TIMESTAMP column."""
 
 
 class ControlPlaneUnavailableError(EbbtideError):

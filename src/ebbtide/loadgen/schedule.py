@@ -6,13 +6,12 @@ sees the load a real population of clients would send, not a politely reduced on
 
 from __future__ import annotations
 
-import csv
 import random
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
-from ebbtide.core.errors import EbbtideError
+from ebbtide.core import traces
+from ebbtide.core.errors import EbbtideError, TraceError
 
 
 class ScheduleError(EbbtideError):
@@ -93,15 +92,6 @@ def trace(
 
 def _read_timestamps(path: Path) -> list[float]:
     try:
-        with path.open(newline="") as file:
-            reader = csv.DictReader(file)
-            if reader.fieldnames is None or "TIMESTAMP" not in reader.fieldnames:
-                raise ScheduleError(f"{path}: no TIMESTAMP column; expected a trace CSV")
-            stamps = [datetime.fromisoformat(row["TIMESTAMP"][:26]).timestamp() for row in reader]
-    except OSError as error:
-        raise ScheduleError(f"{path}: cannot be read: {error.strerror}") from None
-    except ValueError as error:
-        raise ScheduleError(f"{path}: a TIMESTAMP is not a date and time: {error}") from None
-    if not stamps:
-        raise ScheduleError(f"{path}: the trace holds no rows")
-    return sorted(stamps)
+        return traces.read_timestamps(path)
+    except TraceError as error:
+        raise ScheduleError(str(error)) from None

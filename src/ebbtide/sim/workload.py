@@ -8,15 +8,14 @@ random draws from one seeded generator, so a workload is the same on every run.
 
 from __future__ import annotations
 
-import csv
 import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
-from ebbtide.core.errors import EbbtideError
+from ebbtide.core import traces
+from ebbtide.core.errors import EbbtideError, TraceError
 
 SHAPES = ("steps", "spike", "ramp", "diurnal")
 
@@ -91,18 +90,9 @@ def from_trace(
 def read_timestamps(path: Path) -> list[float]:
     """TIMESTAMP values as seconds, sorted."""
     try:
-        with path.open(newline="") as file:
-            reader = csv.DictReader(file)
-            if reader.fieldnames is None or "TIMESTAMP" not in reader.fieldnames:
-                raise WorkloadError(f"{path}: no TIMESTAMP column; expected a trace CSV")
-            stamps = [datetime.fromisoformat(row["TIMESTAMP"][:26]).timestamp() for row in reader]
-    except OSError as error:
-        raise WorkloadError(f"{path}: cannot be read: {error.strerror}") from None
-    except ValueError as error:
-        raise WorkloadError(f"{path}: a TIMESTAMP is not a date and time: {error}") from None
-    if not stamps:
-        raise WorkloadError(f"{path}: the trace holds no rows")
-    return sorted(stamps)
+        return traces.read_timestamps(path)
+    except TraceError as error:
+        raise WorkloadError(str(error)) from None
 
 
 def synthetic(
