@@ -315,3 +315,23 @@ def test_a_missing_model_is_reported_and_starts_nothing(
     assert "ReplicaFailure" in described
     with ControlPlaneClient(ebbtide_home) as client:
         assert client.list_pods("default", f"app={NAME}") == []
+
+
+def test_a_request_held_at_zero_gets_503_after_the_endpoints_hold_timeout(
+    plane: object, ebbtide_home: Path, tmp_path: Path
+) -> None:
+    endpoint = seed(
+        tmp_path,
+        spec__model__name="no-such-model",
+        spec__autoscaling__minReplicas=0,
+        spec__autoscaling__scaleToZero={"holdTimeoutSeconds": 1},
+    )
+    ebbtide("apply", "-f", str(endpoint))
+    wait_for(lambda: status(ebbtide_home).get("url") is not None, 30, "the endpoint's URL")
+    response = httpx.post(
+        f"{status(ebbtide_home)['url']}/v2/models/no-such-model/infer", json={}, timeout=30
+    )
+    assert response.status_code == 503
+    assert "Retry-After" in response.headers
+    assert "none became ready within 1 s" in response.json()["error"]
+    assert response.elapsed.total_seconds() < 5  # the endpoint's 1 s, not the gateway's 30 s

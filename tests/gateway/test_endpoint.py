@@ -3,6 +3,7 @@
 import asyncio
 import random
 from collections.abc import Coroutine
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import pytest
@@ -141,6 +142,28 @@ def test_hold_timeout_at_zero_is_exact_on_the_clock() -> None:
         with pytest.raises(NotReadyError, match="no ready replica: none became ready within 5 s"):
             held.result()
         assert state.stats.rejected == 1
+
+    run(scenario())
+
+
+def test_a_route_may_hold_for_less_than_the_gateway_default() -> None:
+    async def scenario() -> None:
+        clock = FakeClock()
+        state = EndpointState(
+            replace(ROUTE, hold_timeout=0.5),
+            settings=GatewaySettings(hold_timeout=30.0),
+            strategy=PowerOfTwoChoices(random.Random(1)),
+            clock=clock,
+            demand=lambda namespace, name: None,
+        )
+        state.set_upstreams([])
+        held = asyncio.ensure_future(state.acquire())
+        await settle()
+        clock.advance(0.5)
+        state.expire_waiters(clock.now())
+        await settle()
+        with pytest.raises(NotReadyError, match=r"within 0\.5 s"):
+            held.result()
 
     run(scenario())
 

@@ -24,7 +24,9 @@ class GatewayAdapter:
         self, key: ObjectKey, endpoint: InferenceEndpoint, upstreams: list[tuple[str, str]]
     ) -> None:
         model = endpoint.spec.model
-        route = Route(key.namespace, key.name, model.name, model.version)
+        zero = endpoint.spec.autoscaling.scale_to_zero
+        hold = zero.hold_timeout_seconds if zero is not None else None
+        route = Route(key.namespace, key.name, model.name, model.version, hold_timeout=hold)
         self.gateway.set_upstreams(route, [Upstream(name, address) for name, address in upstreams])
 
     def withdraw(self, key: ObjectKey) -> None:

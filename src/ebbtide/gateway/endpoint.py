@@ -155,7 +155,7 @@ class EndpointState:
                 f"within {settings.queue_timeout:g} s"
             )
         else:
-            deadline = now + settings.hold_timeout
+            deadline = now + self.hold_timeout
             error = NotReadyError(self._not_ready_message(exclude))
             if not self._active:
                 self._ask_for_replicas(now)
@@ -258,9 +258,16 @@ class EndpointState:
         except Exception:  # a failing callback must not fail the request it is trying to serve
             log.exception("on_demand failed for endpoint %s", self.route.endpoint)
 
+    @property
+    def hold_timeout(self) -> float:
+        """How long a request waits for a replica at zero: the route's, else the gateway's."""
+        if self.route.hold_timeout is not None:
+            return self.route.hold_timeout
+        return self._settings.hold_timeout
+
     def _not_ready_message(self, exclude: Collection[UpstreamState]) -> str:
         name = self.route.endpoint
-        timeout = self._settings.hold_timeout
+        timeout = self.hold_timeout
         if not exclude:
             return f"endpoint {name!r} has no ready replica: none became ready within {timeout:g} s"
         tried = ", ".join(f"{state.name} ({state.failure})" for state in exclude)

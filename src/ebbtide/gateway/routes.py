@@ -36,6 +36,9 @@ class Route:
     endpoint: str
     model_name: str
     model_version: str
+    hold_timeout: float | None = None
+    """Seconds a request waits at zero replicas before a 503 (the endpoint's
+    `scaleToZero.holdTimeoutSeconds`); None takes the gateway's `hold_timeout`."""
 
     @property
     def key(self) -> tuple[str, str]:
