@@ -10,21 +10,7 @@ from ebbtide.gateway.traffic import (
 
 
 def snapshot(stats: TrafficStats, now: float) -> TrafficSnapshot:
-    return TrafficSnapshot(
-        taken_at=now,
-        in_flight=0,
-        queued=0,
-        upstreams=1,
-        upstream_in_flight={},
-        arrivals=stats.arrivals,
-        completions=stats.completions,
-        errors=stats.errors,
-        rejected=stats.rejected,
-        retries=stats.retries,
-        concurrency_seconds=stats.concurrency_seconds_at(now),
-        latency_counts=tuple(stats.latency_counts),
-        latency_sum=stats.latency_sum,
-    )
+    return stats.snapshot(now, upstreams=1)
 
 
 def test_bounds_are_increasing_and_coarse_ones_a_subset() -> None:

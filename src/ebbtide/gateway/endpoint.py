@@ -293,22 +293,9 @@ class EndpointState:
         return self._queued
 
     def snapshot(self, now: float) -> TrafficSnapshot:
-        stats = self.stats
         per_upstream: dict[str, int] = {}
         for state in self.upstream_states():
             per_upstream[state.name] = per_upstream.get(state.name, 0) + state.outstanding
-        return TrafficSnapshot(
-            taken_at=now,
-            in_flight=self._in_flight,
-            queued=self._queued,
-            upstreams=len(self._active),
-            upstream_in_flight=per_upstream,
-            arrivals=stats.arrivals,
-            completions=stats.completions,
-            errors=stats.errors,
-            rejected=stats.rejected,
-            retries=stats.retries,
-            concurrency_seconds=stats.concurrency_seconds_at(now),
-            latency_counts=tuple(stats.latency_counts),
-            latency_sum=stats.latency_sum,
+        return self.stats.snapshot(
+            now, self._in_flight, self._queued, len(self._active), per_upstream
         )

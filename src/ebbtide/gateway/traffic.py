@@ -80,6 +80,31 @@ class TrafficStats:
     def concurrency_seconds_at(self, now: float) -> float:
         return self.concurrency_seconds + self._concurrency * (now - self._changed_at)
 
+    def snapshot(
+        self,
+        now: float,
+        in_flight: int = 0,
+        queued: int = 0,
+        upstreams: int = 0,
+        upstream_in_flight: Mapping[str, int] | None = None,
+    ) -> TrafficSnapshot:
+        """These counters at `now`, with the endpoint's live state the gateway adds."""
+        return TrafficSnapshot(
+            taken_at=now,
+            in_flight=in_flight,
+            queued=queued,
+            upstreams=upstreams,
+            upstream_in_flight=upstream_in_flight or {},
+            arrivals=self.arrivals,
+            completions=self.completions,
+            errors=self.errors,
+            rejected=self.rejected,
+            retries=self.retries,
+            concurrency_seconds=self.concurrency_seconds_at(now),
+            latency_counts=tuple(self.latency_counts),
+            latency_sum=self.latency_sum,
+        )
+
 
 @dataclass(frozen=True)
 class TrafficWindow:
