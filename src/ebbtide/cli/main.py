@@ -17,7 +17,6 @@ import typer
 from rich.console import Console
 
 from ebbtide.api.client import ControlPlaneClient, socket_path
-from ebbtide.autoscaler.profiles import PROFILES
 from ebbtide.cli import describe as describe_view
 from ebbtide.cli import operate
 from ebbtide.cli.output import as_list, dump
@@ -30,7 +29,6 @@ from ebbtide.core.errors import (
     SpecError,
 )
 from ebbtide.core.paths import ebbtide_home
-from ebbtide.daemon import control_plane, lifecycle
 from ebbtide.spec import (
     InferenceEndpoint,
     is_autoscaling_fragment,
@@ -110,6 +108,11 @@ def up(
     ] = "local",
 ) -> None:
     """Run the local control plane (in the foreground unless --detach)."""
+    # Imported here, not at the top: the control plane pulls in the gateway, the controller and
+    # the server stack, and every other command should start without paying for them.
+    from ebbtide.autoscaler.profiles import PROFILES
+    from ebbtide.daemon import control_plane, lifecycle
+
     home = ebbtide_home()
     with guarded():
         if profile not in PROFILES:
@@ -130,6 +133,8 @@ def up(
 @app.command()
 def down() -> None:
     """Stop the local control plane and every replica it runs."""
+    from ebbtide.daemon import lifecycle
+
     home = ebbtide_home()
     with guarded():
         pid = lifecycle.stop(home)

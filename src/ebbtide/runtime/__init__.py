@@ -12,10 +12,28 @@ What the rest of ebbtide calls:
   while draining.
 """
 
-from ebbtide.runtime.repository import ModelLocation, ModelMetadata, ModelRepository
-from ebbtide.runtime.server import LoadedModel, load_model, resolve, serve
-from ebbtide.runtime.settings import BatchingSettings, ListenAddress, ServerSettings
+from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ebbtide.runtime.repository import ModelLocation, ModelMetadata, ModelRepository
+    from ebbtide.runtime.server import LoadedModel, load_model, resolve, serve
+    from ebbtide.runtime.settings import BatchingSettings, ListenAddress, ServerSettings
+
+_EXPORTS = {
+    "BatchingSettings": "ebbtide.runtime.settings",
+    "ListenAddress": "ebbtide.runtime.settings",
+    "LoadedModel": "ebbtide.runtime.server",
+    "ModelLocation": "ebbtide.runtime.repository",
+    "ModelMetadata": "ebbtide.runtime.repository",
+    "ModelRepository": "ebbtide.runtime.repository",
+    "ServerSettings": "ebbtide.runtime.settings",
+    "load_model": "ebbtide.runtime.server",
+    "resolve": "ebbtide.runtime.server",
+    "serve": "ebbtide.runtime.server",
+}
 __all__ = [
     "BatchingSettings",
     "ListenAddress",
@@ -28,3 +46,11 @@ __all__ = [
     "resolve",
     "serve",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # Resolved on first use: importing a light submodule (the repository, for `ebbtide model
+    # list`) must not load the server stack (uvicorn, starlette) with it.
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'ebbtide.runtime' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
