@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -304,8 +305,8 @@ def test_at_zero_a_burst_is_held_and_served(
     assert first <= 0.3 + 0.2, f"first answer after {first:.2f} s"
 
 
-def test_a_missing_model_is_reported_and_starts_nothing(
-    plane: object, ebbtide_home: Path, tmp_path: Path
+def test_a_missing_model_is_reported_and_starts_once_added(
+    plane: object, ebbtide_home: Path, tmp_path: Path, repository: Path
 ) -> None:
     ebbtide("apply", "-f", str(seed(tmp_path, spec__model__name="no-such-model")))
     wait_for(lambda: "FailedCreate" in ebbtide("describe", "ie", NAME), 30, "a FailedCreate event")
@@ -315,6 +316,13 @@ def test_a_missing_model_is_reported_and_starts_nothing(
     assert "ReplicaFailure" in described
     with ControlPlaneClient(ebbtide_home) as client:
         assert client.list_pods("default", f"app={NAME}") == []
+        time.sleep(4)
+        # Checked again with backoff (0.5, 1, 2, 4 s...), not at every half-second tick.
+        failed = [e for e in client.events("default", NAME) if e["reason"] == "FailedCreate"]
+        assert 2 <= failed[0]["count"] <= 6, failed
+    ensure_sample("fast", ModelRepository(repository), name="no-such-model", version="v1")
+    wait_for(lambda: "1/1" in ebbtide("get", "pods", "-l", f"app={NAME}"), 30, "a ready replica")
+    assert "ReplicaFailure" not in ebbtide("describe", "ie", NAME)
 
 
 def test_a_request_held_at_zero_gets_503_after_the_endpoints_hold_timeout(

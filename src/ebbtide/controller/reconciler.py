@@ -31,7 +31,7 @@ from ebbtide.runtime.repository import ModelRepository
 from ebbtide.spec import InferenceEndpoint
 from ebbtide.spec.quantity import format_cpu, format_memory
 from ebbtide.store import ObjectKey, Store, rfc3339
-from ebbtide.supervisor import Replica, ReplicaTemplate, Supervisor
+from ebbtide.supervisor import Backoff, Replica, ReplicaTemplate, Supervisor
 
 DRAIN_POLL = 0.01
 
@@ -70,6 +70,10 @@ class ReconcilerSettings:
     profile: Profile = LOCAL
     rollout: RolloutSettings = field(default_factory=RolloutSettings)
     drain_timeout: float = 30.0
+    retry: Backoff = field(default_factory=lambda: Backoff(initial=0.5, ceiling=10.0))
+    """Delays between attempts while a reconcile fails or the model is missing, doubling up to
+    10 s: an endpoint waiting for `ebbtide model add` starts within seconds of it, and one
+    that stays broken costs a check every 10 s, not two a second."""
     record_lateness: Callable[[float], None] | None = None
     """Told, at each decision, how many seconds after its due time it ran: the measure of a
     control loop that keeps time while the data plane is busy."""
@@ -106,6 +110,9 @@ class Reconciler:
         self._tasks: set[asyncio.Task[None]] = set()
         self._next_decision = 0.0
         self._stopped = False
+        self._failures = 0
+        self._model_failures = 0
+        self._model_retry_at = 0.0
 
     # -- the loop -----------------------------------------------------------------------
 
@@ -113,10 +120,13 @@ class Reconciler:
         while not self._stopped:
             try:
                 await self.reconcile()
+                self._failures = 0
+                timeout = max(0.0, self._next_decision - self.clock.now())
             except EbbtideError as error:
                 self.store.record_event(self.key, "Warning", "ReconcileFailed", str(error))
+                self._failures += 1
+                timeout = self.settings.retry.delay(self._failures)
             with contextlib.suppress(TimeoutError):
-                timeout = max(0.0, self._next_decision - self.clock.now())
                 await asyncio.wait_for(self.wake.wait(), timeout)
             self.wake.clear()
 
@@ -202,14 +212,21 @@ class Reconciler:
 
     def _model_available(self, template: ReplicaTemplate) -> bool:
         """Whether the model can be found; if not, say so where `describe` shows it, rather
-        than start replicas that can only crash."""
+        than start replicas that can only crash. Checked again with backoff while missing."""
+        now = self.clock.now()
+        if now < self._model_retry_at:
+            return False
         repository = ModelRepository(template.repository)
         try:
             repository.resolve(template.model_name, template.model_version)
         except EbbtideError as error:
             self.store.record_event(self.key, "Warning", "FailedCreate", str(error))
             self._set_condition("ReplicaFailure", "True", "ModelNotFound", str(error))
+            self._model_failures += 1
+            self._model_retry_at = now + self.settings.retry.delay(self._model_failures)
             return False
+        self._model_failures = 0
+        self._model_retry_at = 0.0
         self.conditions.pop("ReplicaFailure", None)
         return True
 
