@@ -115,6 +115,14 @@ def test_a_burst_is_held_for_30_s_beside_a_15_s_scale_down_window() -> None:
     assert not feed.state.recommendations[-1].burst
     # ...yet the burst's 15 outlasts the 15 s window: it holds until surge_time + 30.
     assert [d.desired for d in calm[14:17]] == [15, 15, 15]
+    assert explain(calm[20], feed.policy) == (
+        "holding 15 replicas: the metrics ask for 2, but what burst mode asked for within the "
+        "last 30 s still holds (a burst is remembered 30 s, the scale-down stabilization "
+        "window 15 s)"
+    )
+    assert "within the last 15 s (the scale-down stabilization window)" in explain(
+        calm[5], feed.policy
+    )
     assert all(d.desired == 15 for d in calm[:-1])
     assert feed.now == surge_time + 30
     assert calm[-1].desired < 15
