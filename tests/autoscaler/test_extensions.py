@@ -83,6 +83,65 @@ def test_burst_mode_ends_a_stable_window_after_the_surge_and_the_count_holds() -
     assert calm[-1].desired < 15
 
 
+def test_a_count_set_outside_burst_mode_is_held_for_15_s_only() -> None:
+    feed = Feed(concurrency_policy(max_replicas=50), replicas=4)
+    for _ in range(5):
+        feed.second(arrivals=40, in_flight=8.0)
+    # 14 in flight asks for 7 of 4 ready: below the 200% threshold, so no burst; the stable
+    # window reaches 7 after three seconds of it.
+    for _ in range(3):
+        assert feed.second(arrivals=60, in_flight=14.0).step("burst") is None
+    assert feed.replicas == 7
+    high_until = feed.now
+    calm = [feed.second(arrivals=40, in_flight=8.0) for _ in range(17)]
+    assert all(d.step("burst") is None for d in calm)
+    assert [d.step("metrics").replicas for d in calm[:3]] == [6, 5, 4]  # type: ignore[union-attr]
+    # Each recommendation leaves the 15 s window 15 s after it was made: the 7 made at
+    # high_until holds through high_until + 14, then the 6 and 5 of the next seconds expire.
+    assert [d.desired for d in calm[:14]] == [7] * 14
+    assert [d.desired for d in calm[14:]] == [6, 5, 4]
+    assert feed.now == high_until + 17
+
+
+def test_a_burst_is_held_for_30_s_beside_a_15_s_scale_down_window() -> None:
+    feed = Feed(concurrency_policy(max_replicas=50), replicas=2)
+    for _ in range(5):
+        feed.second(arrivals=40, in_flight=4.0)
+    feed.second(arrivals=400, in_flight=30.0)
+    surge_time = feed.now
+    assert feed.state.recommendations[-1].burst
+    calm = [feed.second(arrivals=40, in_flight=4.0) for _ in range(30)]
+    # The stable window's own recommendations after the surge are not burst ones...
+    assert not feed.state.recommendations[-1].burst
+    # ...yet the burst's 15 outlasts the 15 s window: it holds until surge_time + 30.
+    assert [d.desired for d in calm[14:17]] == [15, 15, 15]
+    assert explain(calm[20], feed.policy) == (
+        "holding 15 replicas: the metrics ask for 2, but what burst mode asked for within the "
+        "last 30 s still holds (a burst is remembered 30 s, the scale-down stabilization "
+        "window 15 s)"
+    )
+    assert "within the last 15 s (the scale-down stabilization window)" in explain(
+        calm[5], feed.policy
+    )
+    assert all(d.desired == 15 for d in calm[:-1])
+    assert feed.now == surge_time + 30
+    assert calm[-1].desired < 15
+
+
+def test_the_burst_hold_never_shortens_a_longer_scale_down_window() -> None:
+    patient = concurrency_policy(
+        max_replicas=50, behavior={"scaleDown": {"stabilizationWindowSeconds": 60}}
+    )
+    assert patient.scale_down.stabilization_window == 60
+    feed = Feed(patient, replicas=2)
+    for _ in range(5):
+        feed.second(arrivals=40, in_flight=4.0)
+    feed.second(arrivals=400, in_flight=30.0)
+    calm = [feed.second(arrivals=40, in_flight=4.0) for _ in range(60)]
+    assert all(d.desired == 15 for d in calm[:-1])
+    assert calm[-1].desired < 15
+
+
 def test_a_rise_below_the_threshold_is_left_to_the_stable_window() -> None:
     feed = Feed(concurrency_policy(max_replicas=50), replicas=4)
     for _ in range(5):
@@ -123,6 +182,10 @@ def test_burst_settings_from_the_spec() -> None:
     on_kubernetes = policy(KUBERNETES, cpu_target=60, burst={"enabled": True})
     assert on_kubernetes.burst is not None
     assert on_kubernetes.burst.window == 15
+    # No hold beyond the HPA's own 300 s scale-down window.
+    assert on_kubernetes.burst.hold == 0
+    assert concurrency_policy().burst is not None
+    assert concurrency_policy().burst.hold == 30  # type: ignore[union-attr]
 
 
 def test_an_idle_endpoint_scales_to_zero_after_the_idle_period() -> None:

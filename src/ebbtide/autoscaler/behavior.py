@@ -32,16 +32,19 @@ def stabilize(
     now: float,
     scale_up: DirectionRules,
     scale_down: DirectionRules,
+    burst_hold: float = 0.0,
 ) -> Step:
     """Hold `current` between the lowest recommendation of the scale-up window and the highest
-    of the scale-down window (the new recommendation included)."""
+    of the scale-down window (the new recommendation included). A recommendation made in burst
+    mode stays in the scale-down window for `burst_hold` seconds when that is longer."""
     up_cutoff = now - scale_up.stabilization_window
     down_cutoff = now - scale_down.stabilization_window
+    burst_cutoff = min(down_cutoff, now - burst_hold)
     lowest = highest = desired
     for recommendation in recommendations:
         if recommendation.time > up_cutoff:
             lowest = min(lowest, recommendation.replicas)
-        if recommendation.time > down_cutoff:
+        if recommendation.time > (burst_cutoff if recommendation.burst else down_cutoff):
             highest = max(highest, recommendation.replicas)
     stabilized = min(max(current, lowest), highest)
     if stabilized == desired:

@@ -116,10 +116,12 @@ def decide(observation: Observation, policy: Policy, state: State, now: float) -
 @dataclass(frozen=True)
 class _Aim:
     """What a decision aims at before stabilization: the count, what the stabilization windows
-    remember of it, a floor (burst mode never scales down), and the steps that set it."""
+    remember of it (and whether burst mode set it), a floor (burst mode never scales down), and
+    the steps that set it."""
 
     proposed: int
     record: int
+    burst: bool
     floor: int
     reason: str
     steps: tuple[Step, ...]
@@ -141,9 +143,15 @@ def _normalize(
     aim = _aim(observation, chosen, policy, state, now)
     state = aim.state
     stable = stabilize(
-        state.recommendations, aim.proposed, current, now, aim.scale_up, policy.scale_down
+        state.recommendations,
+        aim.proposed,
+        current,
+        now,
+        aim.scale_up,
+        policy.scale_down,
+        policy.burst.hold if policy.burst else 0.0,
     )
-    state = state.with_recommendation(now, aim.record, _keep(policy))
+    state = state.with_recommendation(now, aim.record, _keep(policy), aim.burst)
     limited = limit_rate(
         stable.replicas,
         current,
@@ -188,6 +196,7 @@ def _aim(
     """The metrics' proposal, raised by burst mode or a forecast when they ask for more."""
     proposed = record = chosen.replicas or 0
     floor = 0
+    in_burst = False
     steps = [Step("metrics", proposed, chosen.reason, _proposal_message(chosen))]
     reason = f"{chosen.goal.description} above target"
     demand = estimate(observation, policy, state.samples)
@@ -196,6 +205,7 @@ def _aim(
         burst = bursts.assess(observation, policy, policy.burst, state, demand, now)
         state = burst.state
         if burst.active:
+            in_burst = True
             floor = observation.current_replicas
             # Remember what the surge needs, from the short window: the queue it left needs
             # capacity only now, and the stable window still shows the replicas saturated.
@@ -213,7 +223,7 @@ def _aim(
                 f"predicted load: {forecast[1]:.3g} requests/s in {policy.forecast.horizon:g} s"
             )
             steps.append(Step("forecast", proposed, "PredictedLoad", reason))
-    return _Aim(proposed, record, floor, reason, tuple(steps), scale_up, state)
+    return _Aim(proposed, record, in_burst, floor, reason, tuple(steps), scale_up, state)
 
 
 def _unlimited(rules: DirectionRules) -> DirectionRules:
@@ -378,8 +388,10 @@ def _record_scale(state: State, now: float, before: int, after: int, policy: Pol
 
 
 def _keep(policy: Policy) -> float:
-    """Recommendations older than both stabilization windows never matter again."""
-    return max(policy.scale_up.stabilization_window, policy.scale_down.stabilization_window)
+    """Recommendations older than both stabilization windows and the burst hold never matter
+    again."""
+    hold = policy.burst.hold if policy.burst else 0.0
+    return max(policy.scale_up.stabilization_window, policy.scale_down.stabilization_window, hold)
 
 
 def _condition(type_: str, status: ConditionStatus, reason: str, message: str) -> Condition:

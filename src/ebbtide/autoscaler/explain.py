@@ -59,6 +59,13 @@ def explain(decision: Decision, policy: Policy) -> str:
         return f"not scaling down yet: {usage}, but the scale-down rate limit allows no fewer yet"
     if stable and stable.reason == "ScaleDownStabilized":
         window = policy.scale_down.stabilization_window
+        if _held_by_burst(decision, policy, stable.replicas):
+            hold = policy.burst.hold if policy.burst else window
+            return (
+                f"holding {current} {plural}: the metrics ask for {wanted}, but what burst mode "
+                f"asked for within the last {hold:g} s still holds (a burst is remembered "
+                f"{hold:g} s, the scale-down stabilization window {window:g} s)"
+            )
         return (
             f"holding {current} {plural}: the metrics ask for {wanted}, but a higher "
             f"recommendation within the last {window:g} s (the scale-down stabilization "
@@ -72,6 +79,17 @@ def explain(decision: Decision, policy: Policy) -> str:
             "still holds"
         )
     return f"holding {current} {plural}: {usage}{_high_target_hint(chosen)}"
+
+
+def _held_by_burst(decision: Decision, policy: Policy, held: int) -> bool:
+    """Whether only a burst's recommendation, older than the scale-down window, holds the count."""
+    recommendations = decision.state.recommendations
+    if policy.burst is None or not recommendations:
+        return False
+    now = recommendations[-1].time
+    cutoff = now - policy.scale_down.stabilization_window
+    recent = max((r.replicas for r in recommendations if r.time > cutoff), default=0)
+    return recent < held
 
 
 def _extension(decision: Decision) -> str | None:

@@ -139,6 +139,7 @@ def _burst(profile: Profile, spec: BurstMode | None) -> BurstSettings | None:
         threshold=base.threshold
         if spec.threshold_percent is None
         else spec.threshold_percent / 100,
+        hold=base.hold,
     )
 
 

@@ -9,7 +9,7 @@ Two profiles ship:
   a 30 s initial readiness delay.
 - `LOCAL` (the default) keeps the same algorithm but retunes its clock for replicas that start
   in well under a second: a decision every half second, a 3 s metric window, a 0.5 s burst
-  window, a 30 s scale-down window.
+  window, a 15 s scale-down window, and 30 s for what a burst asked for.
   docs/autoscaling.md explains each choice.
 
 A user's `spec.autoscaling.behavior` overrides a profile field by field (`policy_for`).
@@ -59,6 +59,9 @@ class BurstSettings:
     """Seconds of the short window."""
     threshold: float
     """Enter burst mode when the short window asks for this many times the ready replicas."""
+    hold: float = 0.0
+    """Seconds the scale-down stabilization window remembers what a burst asked for, when
+    longer than the window itself: bursty traffic tends to burst again."""
 
 
 @dataclass(frozen=True)
@@ -142,13 +145,13 @@ LOCAL = Profile(
         policies=(RatePolicy("Pods", 4, 1.0), RatePolicy("Percent", 100, 1.0)),
     ),
     scale_down=DirectionRules(
-        stabilization_window=30.0,
+        stabilization_window=15.0,
         select_policy="Max",
         policies=(RatePolicy("Percent", 50, 5.0),),
     ),
     cpu_initialization_period=10.0,
     initial_readiness_delay=2.0,
-    burst=BurstSettings(window=0.5, threshold=2.0),
+    burst=BurstSettings(window=0.5, threshold=2.0, hold=30.0),
     zero=ZeroSettings(idle_period=30.0),
     forecast=ForecastSettings(history=60.0, horizon=5.0),
 )

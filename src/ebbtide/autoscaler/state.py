@@ -18,6 +18,8 @@ class Recommendation:
 
     time: float
     replicas: int
+    burst: bool = False
+    """Made in burst mode: the scale-down window keeps it for the burst's hold period."""
 
 
 @dataclass(frozen=True)
@@ -55,10 +57,12 @@ class State:
         kept = tuple(s for s in self.samples if s.time >= oldest and s.time < sample.time)
         return replace(self, samples=(*kept, sample))
 
-    def with_recommendation(self, now: float, replicas: int, keep: float) -> State:
+    def with_recommendation(
+        self, now: float, replicas: int, keep: float, burst: bool = False
+    ) -> State:
         """Record an unstabilized recommendation; drop those older than every window."""
         kept = tuple(r for r in self.recommendations if r.time >= now - keep)
-        return replace(self, recommendations=(*kept, Recommendation(now, replicas)))
+        return replace(self, recommendations=(*kept, Recommendation(now, replicas, burst)))
 
     def with_scale_event(
         self, now: float, before: int, after: int, keep_up: float, keep_down: float
