@@ -19,7 +19,7 @@ def test_heavy_is_a_forest_that_learned_the_digits(tmp_path: Path) -> None:
     assert location.reference == "my-ml-model:v1"
     forest = joblib.load(location.model_file)
     assert isinstance(forest, RandomForestClassifier)
-    assert forest.n_estimators == 200
+    assert forest.n_estimators == 100
     digits = load_digits()
     assert np.mean(forest.predict(digits.data) == digits.target) > 0.99
 
