@@ -62,9 +62,9 @@ PHASES: tuple[tuple[str, float, float], ...] = (
     ("fall", 10.0, 15.0),
     ("quiet", 0.0, 45.0),
 )
-"""(name, requests per second, seconds). A request costs the heavy sample 7.5 ms of CPU alone and
-10-15 ms when replicas share the cores with the gateway and this load generator, so the peak asks
-for about 0.7-1 core: three or four replicas at 60% of 500m, and still within two cores, so the
+"""(name, requests per second, seconds). A request costs the heavy sample about 10 ms of CPU
+(more when replicas share the cores with the gateway and this load generator), so the peak asks
+for about 0.7-0.8 cores: three or four replicas at 60% of 500m, still within two cores, so the
 latency shows scaling rather than a saturated machine."""
 
 
@@ -82,13 +82,30 @@ class Traffic:
         return len(latencies) / seconds, percentile(latencies, 0.99) * 1000
 
 
-def shell(*args: str) -> None:
-    """Run an `ebbtide` command in-process and print it as a terminal would show it."""
-    print(f"\n$ ebbtide {shlex.join(args)}", flush=True)
+def command_output(*args: str) -> str:
+    """Run an `ebbtide` command in-process; what a terminal would show for it."""
     result = CliRunner().invoke(app, list(args))
-    print(result.output.rstrip(), flush=True)
     if result.exit_code != 0:
-        raise SystemExit(f"`ebbtide {shlex.join(args)}` failed")
+        raise SystemExit(f"`ebbtide {shlex.join(args)}` failed:\n{result.output}")
+    return f"\n$ ebbtide {shlex.join(args)}\n{result.output.rstrip()}"
+
+
+def shell(*args: str) -> None:
+    print(command_output(*args), flush=True)
+
+
+PEAK_COMMANDS = (
+    ("get", "pods", "-l", f"app={NAME}"),
+    ("top", "pods", "-l", f"app={NAME}"),
+    ("get", "hpa", NAME),
+)
+"""The seed's inspection commands, shown two thirds into the peak, while the load goes on."""
+
+
+def show_peak_commands() -> None:
+    # In a worker thread, so the load generator's loop keeps sending and timing requests;
+    # printed in one piece once every command has answered.
+    print("".join(command_output(*command) for command in PEAK_COMMANDS), flush=True)
 
 
 def status_line(client: ControlPlaneClient, traffic: Traffic, phase: str, rate: float) -> str:
@@ -131,12 +148,20 @@ async def drive(
             traffic.recent.append((SYSTEM_CLOCK.now(), SYSTEM_CLOCK.now() - began))
 
         tasks: set[asyncio.Task[None]] = set()
+        inspection: asyncio.Task[None] | None = None
         for phase, rate, seconds in PHASES:
             end = SYSTEM_CLOCK.now() + seconds
             next_line = SYSTEM_CLOCK.now()
             while SYSTEM_CLOCK.now() < end:
+                if (
+                    phase == "peak"
+                    and inspection is None
+                    and end - SYSTEM_CLOCK.now() < seconds / 3
+                ):
+                    inspection = asyncio.create_task(asyncio.to_thread(show_peak_commands))
                 if SYSTEM_CLOCK.now() >= next_line:
-                    print(status_line(client, traffic, phase, rate), flush=True)
+                    if inspection is None or inspection.done():
+                        print(status_line(client, traffic, phase, rate), flush=True)
                     next_line += 1.0
                 if rate <= 0:
                     await SYSTEM_CLOCK.sleep(0.1)
@@ -146,10 +171,8 @@ async def drive(
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
                 traffic.sent += 1
-            if phase == "peak":
-                shell("get", "pods", "-l", f"app={NAME}")
-                shell("top", "pods", "-l", f"app={NAME}")
-                shell("get", "hpa", NAME)
+        if inspection is not None:
+            await inspection
         await asyncio.gather(*tasks)
 
 
