@@ -10,7 +10,9 @@ For each sample model (fast, heavy, fast-onnx), at concurrency 1, 8 and 32:
 Every server is a separate process with the same uvicorn settings (uvloop and httptools when
 installed, no access log) and one BLAS/OpenMP thread; the load comes from a closed-loop
 client in this process over keep-alive connections, one single-row request at a time per
-connection. Run: `.venv/bin/python bench/replica.py [--seconds 2]`.
+connection. All the servers run at once and each cell is measured in rounds that alternate
+between them, so the shared machine's slow spells hit every arm alike. Run:
+`.venv/bin/python bench/replica.py [--seconds 4] [--rounds 4]`.
 """
 
 from __future__ import annotations
@@ -134,20 +136,34 @@ async def closed_loop(
     return latencies, errors
 
 
-def measure(
-    model: str, server: str, process: psutil.Process, port: int, request: bytes, seconds: float
-) -> list[Cell]:
-    cells = []
-    for concurrency in CONCURRENCY:
-        cpu_before = sum(process.cpu_times()[:2])
-        started = time.perf_counter()
-        latencies, errors = run_loop(closed_loop(port, request, concurrency, seconds))
-        elapsed = time.perf_counter() - started
-        cpu = sum(process.cpu_times()[:2]) - cpu_before
-        cpu_ms = cpu * 1000 / max(1, len(latencies)) * (seconds / elapsed)
-        cells.append(_cell(model, server, concurrency, latencies, seconds, errors, cpu_ms))
-    cells[-1].rss_mib = process.memory_info().rss / 2**20
-    return cells
+@dataclass
+class Tally:
+    """What the rounds of one (server, concurrency) cell gathered."""
+
+    latencies: list[float]
+    errors: int = 0
+    cpu_seconds: float = 0.0
+    measured_seconds: float = 0.0
+
+    def cell(self, model: str, server: str, concurrency: int) -> Cell:
+        cpu_ms = self.cpu_seconds * 1000 / max(1, len(self.latencies))
+        return _cell(model, server, concurrency, self.latencies, self.measured_seconds,
+                     self.errors, cpu_ms)  # fmt: skip
+
+
+def measure_round(
+    tally: Tally, process: psutil.Process, port: int, request: bytes, concurrency: int,
+    seconds: float,
+) -> None:  # fmt: skip
+    cpu_before = sum(process.cpu_times()[:2])
+    started = time.perf_counter()
+    latencies, errors = run_loop(closed_loop(port, request, concurrency, seconds))
+    elapsed = time.perf_counter() - started
+    # The server's CPU over the measured part of the round, leaving out the warm-up.
+    tally.cpu_seconds += (sum(process.cpu_times()[:2]) - cpu_before) * (seconds / elapsed)
+    tally.latencies += latencies
+    tally.errors += errors
+    tally.measured_seconds += seconds
 
 
 def run_loop(coroutine: Any) -> Any:
@@ -183,27 +199,33 @@ def _cell(
 # -- the three arms -----------------------------------------------------------------------------
 
 
-def in_process(model: str, location: Any, rows: Any, seconds: float) -> Cell:
-    from ebbtide.runtime.server import load_model
+class InProcess:
+    """`model.predict` in a loop in this process: the ceiling, at concurrency 1."""
 
-    loaded = load_model(location).model
-    name = loaded.signature.inputs[0].name
-    outputs = loaded.default_outputs[:1]
-    feed = {name: rows.astype(np.float32) if model == "fast-onnx" else rows}
+    def __init__(self, model: str, location: Any, rows: Any) -> None:
+        from ebbtide.runtime.server import load_model
 
-    async def loop() -> list[float]:
-        latencies = []
-        end = time.perf_counter() + seconds
-        while (now := time.perf_counter()) < end:
-            await loaded.predict(feed, outputs, {})
-            latencies.append(time.perf_counter() - now)
-        return latencies
+        self.loaded = load_model(location).model
+        name = self.loaded.signature.inputs[0].name
+        self.outputs = self.loaded.default_outputs[:1]
+        self.feed = {name: rows.astype(np.float32) if model == "fast-onnx" else rows}
+        self.tally = Tally([])
+        self.measure(0.5)
+        self.tally = Tally([])  # the first half second was a warm-up
 
-    asyncio.run(loop())  # warm up
-    cpu_before = time.process_time()
-    latencies = asyncio.run(loop())
-    cpu_ms = (time.process_time() - cpu_before) * 1000 / len(latencies)
-    return _cell(model, "in-process", 1, latencies, seconds, cpu_ms=cpu_ms)
+    def measure(self, seconds: float) -> None:
+        async def loop() -> list[float]:
+            latencies = []
+            end = time.perf_counter() + seconds
+            while (now := time.perf_counter()) < end:
+                await self.loaded.predict(self.feed, self.outputs, {})
+                latencies.append(time.perf_counter() - now)
+            return latencies
+
+        cpu_before = time.process_time()
+        self.tally.latencies += asyncio.run(loop())
+        self.tally.cpu_seconds += time.process_time() - cpu_before
+        self.tally.measured_seconds += seconds
 
 
 def start(command: list[str], port: int, has_health: bool) -> subprocess.Popen[bytes]:
@@ -232,7 +254,7 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
-def bench_model(model: str, repository: Any, seconds: float) -> list[Cell]:
+def bench_model(model: str, repository: Any, seconds: float, rounds: int) -> list[Cell]:
     from sklearn.datasets import load_digits
 
     from ebbtide.runtime.samples import ensure_sample
@@ -247,7 +269,7 @@ def bench_model(model: str, repository: Any, seconds: float) -> list[Cell]:
                                    "data": rows.ravel().tolist()}],
                        "outputs": [{"name": output}]}).encode()  # fmt: skip
     path = f"/v2/models/{location.name}/infer"
-    cells = [in_process(model, location, rows, seconds)]
+    ceiling = InProcess(model, location, rows)
     model_format = "onnx" if model == "fast-onnx" else "sklearn"
     arms = {
         "starlette": [sys.executable, __file__, "--reference", str(location.model_file),
@@ -258,14 +280,30 @@ def bench_model(model: str, repository: Any, seconds: float) -> list[Cell]:
                              "--repository", str(repository.root), "--log-level", "warning",
                              *BATCHING, "--port", "PORT"],
     }  # fmt: skip
-    for server, command in arms.items():
-        port = free_port()
-        resolved = [str(port) if part == "PORT" else part for part in command]
-        process = start(resolved, port, has_health=server != "starlette")
-        try:
-            cells += measure(model, server, psutil.Process(process.pid), port,
-                             request_bytes(path, body), seconds)  # fmt: skip
-        finally:
+    servers: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
+    request = request_bytes(path, body)
+    try:
+        for server, command in arms.items():
+            port = free_port()
+            resolved = [str(port) if part == "PORT" else part for part in command]
+            servers[server] = (start(resolved, port, has_health=server != "starlette"), port)
+        tallies = {(server, c): Tally([]) for server in arms for c in CONCURRENCY}
+        # Rounds alternate between the servers, so a slow spell of the shared machine hits
+        # every arm alike instead of one arm's whole run.
+        for concurrency in CONCURRENCY:
+            for _ in range(rounds):
+                if concurrency == 1:
+                    ceiling.measure(seconds / rounds)
+                for server, (process, port) in servers.items():
+                    tally = tallies[server, concurrency]
+                    measure_round(tally, psutil.Process(process.pid), port, request,
+                                  concurrency, seconds / rounds)  # fmt: skip
+        cells = [ceiling.tally.cell(model, "in-process", 1)]
+        for server, (process, _) in servers.items():
+            cells += [tallies[server, c].cell(model, server, c) for c in CONCURRENCY]
+            cells[-1].rss_mib = psutil.Process(process.pid).memory_info().rss / 2**20
+    finally:
+        for process, _ in servers.values():
             stop(process)
     return cells
 
@@ -316,7 +354,8 @@ def verdicts(cells: list[Cell]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
-    parser.add_argument("--seconds", type=float, default=2.0, help="measured time per cell")
+    parser.add_argument("--seconds", type=float, default=4.0, help="measured time per cell")
+    parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds per cell")
     parser.add_argument("--models", nargs="*", default=list(MODELS), choices=MODELS)
     parser.add_argument("--reference", nargs=3, metavar=("FILE", "FORMAT", "PORT"),
                         help=argparse.SUPPRESS)  # fmt: skip
@@ -330,7 +369,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="ebbtide-bench-") as root:
         repository = ModelRepository(Path(root))
         for model in args.models:
-            cells += bench_model(model, repository, args.seconds)
+            cells += bench_model(model, repository, args.seconds, args.rounds)
     print(table(cells))
     if "fast" in args.models and "heavy" in args.models:
         print()
