@@ -12,7 +12,7 @@ installed, no access log) and one BLAS/OpenMP thread; the load comes from a clos
 client in this process over keep-alive connections, one single-row request at a time per
 connection. All the servers run at once and each cell is measured in rounds that alternate
 between them, so the shared machine's slow spells hit every arm alike. Run:
-`.venv/bin/python bench/replica.py [--seconds 4] [--rounds 4]`.
+`.venv/bin/python bench/replica.py [--seconds 6] [--rounds 6]`.
 """
 
 from __future__ import annotations
@@ -354,8 +354,8 @@ def verdicts(cells: list[Cell]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
-    parser.add_argument("--seconds", type=float, default=4.0, help="measured time per cell")
-    parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds per cell")
+    parser.add_argument("--seconds", type=float, default=6.0, help="measured time per cell")
+    parser.add_argument("--rounds", type=int, default=6, help="interleaved rounds per cell")
     parser.add_argument("--models", nargs="*", default=list(MODELS), choices=MODELS)
     parser.add_argument("--reference", nargs=3, metavar=("FILE", "FORMAT", "PORT"),
                         help=argparse.SUPPRESS)  # fmt: skip
