@@ -56,3 +56,11 @@ def test_missing_metrics() -> None:
 
 def test_scaled_to_zero_by_hand() -> None:
     assert "scaled to 0 replicas by hand" in line(0, None, cpu_target=50)
+
+
+def test_idle_at_min_replicas_names_the_floor_not_the_window() -> None:
+    text = line(1, 0.0, cpu_target=60)
+    assert text == (
+        "not scaling down: at minReplicas (1); cpu utilization 0% of request is below the "
+        "target 60%"
+    )

@@ -55,6 +55,9 @@ def explain(decision: Decision, policy: Policy) -> str:
         return f"not scaling up yet: {usage}, but the scale-up rate limit allows no more yet"
     if limit and limit.reason == "TooFewReplicas":
         return f"not scaling down: at minReplicas ({policy.min_replicas}); {usage}"
+    if wanted is not None and wanted < current <= policy.min_replicas:
+        # Whatever the stabilization window remembers, the floor alone would hold this count.
+        return f"not scaling down: at minReplicas ({policy.min_replicas}); {usage}"
     if limit and limit.reason == "ScaleDownLimit":
         return f"not scaling down yet: {usage}, but the scale-down rate limit allows no fewer yet"
     if stable and stable.reason == "ScaleDownStabilized":
