@@ -27,6 +27,7 @@ from ebbtide.kube.manifests import render as render_endpoint
 
 app = typer.Typer(
     no_args_is_help=True,
+    rich_markup_mode="markdown",
     help="Kubernetes: the InferenceEndpoint CRD, the operator, and what it installs.",
 )
 
@@ -39,7 +40,7 @@ ClaimOption = Annotated[
     str,
     typer.Option(
         envvar="EBBTIDE_MODELS_CLAIM",
-        help="The PersistentVolumeClaim holding the model repository (<name>/<version>/).",
+        help="The PersistentVolumeClaim holding the model repository (`<name>/<version>/`).",
     ),
 ]
 InitializerOption = Annotated[

@@ -42,6 +42,7 @@ from ebbtide.spec.schema import endpoint_json_schema, explain
 
 app = typer.Typer(
     no_args_is_help=True,
+    rich_markup_mode="markdown",
     add_completion=False,
     pretty_exceptions_enable=False,
     help="Auto-scaling inference endpoints, locally or on Kubernetes.",

@@ -29,7 +29,8 @@ from ebbtide.runtime.tensors import Signature
 
 model_app = typer.Typer(
     no_args_is_help=True,
-    help="The model repository: <repository>/<name>/<version>/ with a model file.",
+    rich_markup_mode="markdown",
+    help="The model repository: `<repository>/<name>/<version>/` with a model file.",
 )
 
 RepositoryOption = Annotated[

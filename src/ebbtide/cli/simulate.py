@@ -77,8 +77,10 @@ def simulate(
     ),
     no_plot: Annotated[bool, typer.Option("--no-plot", help="Skip the PNG.")] = False,
 ) -> None:
-    """Compare scaling policies on the same arrivals: ebbtide's default, the HPA with
-    Kubernetes' defaults, Knative's KPA, Ray Serve, a fixed fleet and a clairvoyant oracle."""
+    """Compare scaling policies on the same arrivals, side by side.
+
+    ebbtide's default, the HPA with Kubernetes' defaults, Knative's KPA, Ray Serve, a fixed
+    fleet and a clairvoyant oracle, each run on the same trace or synthetic load."""
     try:
         began = time.perf_counter()
         service = ServiceModel(mean=cpu_ms / 1000, cv=cpu_cv)
