@@ -7,13 +7,12 @@ import asyncio
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from ebbtide.cli.output import table
 from ebbtide.core.errors import EbbtideError
-from ebbtide.runtime.loaders import create_model
 from ebbtide.runtime.repository import (
     FORMATS,
     REPOSITORY_ENV,
@@ -25,7 +24,9 @@ from ebbtide.runtime.repository import (
     parse_reference,
 )
 from ebbtide.runtime.samples import SAMPLES, ensure_sample
-from ebbtide.runtime.tensors import Signature
+
+if TYPE_CHECKING:
+    from ebbtide.runtime.tensors import Signature
 
 model_app = typer.Typer(
     no_args_is_help=True,
@@ -132,6 +133,8 @@ def _signature(location: ModelLocation) -> tuple[Signature, str]:
     declared = location.metadata.signature
     if declared is not None and declared.inputs and declared.outputs:
         return declared, "from metadata.yaml"
+    from ebbtide.runtime.loaders import create_model
+
     model = create_model(location)
     asyncio.run(model.load())
     return model.signature, "read from the model"

@@ -21,7 +21,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -32,7 +32,9 @@ from ebbtide.core.errors import (
     ModelNotFoundError,
 )
 from ebbtide.core.paths import ebbtide_home
-from ebbtide.runtime.tensors import Signature, TensorSpec
+
+if TYPE_CHECKING:
+    from ebbtide.runtime.tensors import Signature
 
 REPOSITORY_ENV = "EBBTIDE_MODEL_REPOSITORY"
 METADATA_FILE = "metadata.yaml"
@@ -131,6 +133,9 @@ class ModelMetadata:
             )
         signature = None
         if "inputs" in data or "outputs" in data:
+            # Here, not at the top: listing models (the CLI) should not load numpy.
+            from ebbtide.runtime.tensors import Signature, TensorSpec
+
             try:
                 signature = Signature(
                     inputs=tuple(TensorSpec.from_json(t) for t in data.get("inputs") or []),

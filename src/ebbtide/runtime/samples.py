@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from ebbtide.core.errors import InvalidNameError, ModelNotFoundError
-from ebbtide.runtime.loaders.base import import_extra
 from ebbtide.runtime.repository import ModelLocation, ModelMetadata, ModelRepository
 
 FEATURES = 64
@@ -72,6 +71,8 @@ def _train_heavy(target: Path) -> None:
 
 
 def _train_fast_onnx(target: Path) -> None:
+    from ebbtide.runtime.loaders.base import import_extra
+
     skl2onnx = import_extra("skl2onnx", "onnx", "onnx")
     data_types = import_extra("skl2onnx.common.data_types", "onnx", "onnx")
     estimator = _fast_estimator()
