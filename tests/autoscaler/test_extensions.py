@@ -142,6 +142,22 @@ def test_the_burst_hold_never_shortens_a_longer_scale_down_window() -> None:
     assert calm[-1].desired < 15
 
 
+def test_a_shorter_scale_down_window_in_the_spec_governs_bursts_too() -> None:
+    eager = concurrency_policy(
+        max_replicas=50, behavior={"scaleDown": {"stabilizationWindowSeconds": 5}}
+    )
+    assert eager.burst is not None
+    assert eager.burst.hold == 0.0
+    feed = Feed(eager, replicas=2)
+    for _ in range(5):
+        feed.second(arrivals=40, in_flight=4.0)
+    feed.second(arrivals=400, in_flight=30.0)
+    calm = [feed.second(arrivals=40, in_flight=4.0) for _ in range(12)]
+    # Burst mode ends a 3 s metric window after the surge; the 5 s window then lets go.
+    assert calm[0].desired == 15
+    assert calm[-1].desired < 15
+
+
 def test_a_rise_below_the_threshold_is_left_to_the_stable_window() -> None:
     feed = Feed(concurrency_policy(max_replicas=50), replicas=4)
     for _ in range(5):

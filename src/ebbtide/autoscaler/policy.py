@@ -116,16 +116,23 @@ def policy_for(endpoint: InferenceEndpoint, profile: Profile = LOCAL) -> Policy:
         metric_window=profile.metric_window,
         cpu_initialization_period=profile.cpu_initialization_period,
         initial_readiness_delay=profile.initial_readiness_delay,
-        burst=_burst(profile, autoscaling.burst),
+        burst=_burst(profile, autoscaling.burst, behavior.scale_down if behavior else None),
         zero=_zero(profile, autoscaling.scale_to_zero),
         forecast=_forecast(profile, autoscaling.prediction),
         profile=profile.name,
     )
 
 
-def _burst(profile: Profile, spec: BurstMode | None) -> BurstSettings | None:
+def _burst(
+    profile: Profile, spec: BurstMode | None, scale_down: ScalingRules | None
+) -> BurstSettings | None:
     """The profile's burst mode with the spec's fields over it; `enabled: false` turns it off,
-    `enabled: true` turns it on where the profile has none (a window of one sync period)."""
+    `enabled: true` turns it on where the profile has none (a window of one sync period). A
+    scale-down window set in the spec governs what bursts asked for too: the profile's longer
+    hold is a default, not something to impose over a window the user chose."""
+    if scale_down is not None and scale_down.stabilization_window_seconds is not None:
+        chosen = _burst(profile, spec, None)
+        return replace(chosen, hold=0.0) if chosen is not None else None
     if spec is None:
         return profile.burst
     if spec.enabled is False:

@@ -207,8 +207,9 @@ class BurstMode(Frozen):
     """Burst mode, Knative's panic mode: a short window beside the stable one. When the short
     window asks for at least `thresholdPercent` of the ready replicas, scale up at once to what
     it asks for, and do not scale down until the surge has passed through the stable window;
-    the scale-down stabilization window then remembers what the surge needed for at least 30 s
-    (local profile), as bursty traffic tends to burst again."""
+    the scale-down stabilization window then remembers what the surge needed for 30 s (local
+    profile; a stabilizationWindowSeconds set under behavior.scaleDown is used instead), as
+    bursty traffic tends to burst again."""
 
     enabled: bool | None = Field(
         default=None,
