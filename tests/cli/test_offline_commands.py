@@ -52,6 +52,18 @@ def test_validate_prints_warnings_and_succeeds(tmp_path: Path) -> None:
     assert "autoscaling is disabled" in result.output
 
 
+def test_malformed_yaml_is_one_error_line_and_its_fix(tmp_path: Path) -> None:
+    file = tmp_path / "bad.yaml"
+    file.write_text("a: b\n  c: d\n")
+    result = runner.invoke(app, ["validate", "-f", str(file)])
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    assert lines == [
+        f"error: {file}:2:4: malformed YAML: mapping values are not allowed here",
+        "  fix: check indentation and quoting",
+    ]
+
+
 def test_validate_reads_stdin() -> None:
     text = (FIXTURES / "inference_endpoint.yaml").read_text()
     result = runner.invoke(app, ["validate", "-f", "-"], input=text)

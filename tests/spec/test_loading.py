@@ -21,8 +21,9 @@ def test_malformed_yaml_names_line_and_column() -> None:
 
 
 def test_malformed_json_names_line_and_column() -> None:
-    with pytest.raises(SpecError, match=r"x.json:2:1: malformed JSON"):
+    with pytest.raises(SpecError, match=r"x.json:2:1: malformed JSON") as raised:
         parse_documents('{"a": 1,\n}', "x.json")
+    assert "fix: check the quotes, commas and brackets around line 2" in raised.value.problems[0]
 
 
 def test_duplicate_keys_are_errors() -> None:

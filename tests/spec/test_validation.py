@@ -44,6 +44,23 @@ def test_every_error_names_a_fix_or_field() -> None:
             assert problem.startswith("error: f.yaml")
 
 
+@pytest.mark.parametrize(
+    ("path", "value", "fix"),
+    [
+        ("spec.autoscaling.minReplicas", -1, "fix: use 0 or more"),
+        ("spec.autoscaling.targetCPUUtilizationPercentage", 0, "fix: use a value above 0"),
+        ("spec.autoscaling.maxReplicas", "five", "fix: use a whole number"),
+        ("spec.model.version", 1, 'quote it if it looks like a number, e.g. version: "1"'),
+    ],
+)
+def test_range_and_type_errors_say_what_to_use(path: str, value: Any, fix: str) -> None:
+    with pytest.raises(SpecError) as raised:
+        validate_document(seed_with(path, value), "f.yaml")
+    (problem,) = raised.value.problems
+    assert problem.startswith(f"error: f.yaml: {path}: ")
+    assert fix in problem
+
+
 def test_min_equal_max_warns_that_autoscaling_is_disabled() -> None:
     document = seed_with("spec.autoscaling.minReplicas", 5)
     result = validate_document(document)

@@ -68,14 +68,27 @@ def fail(message: str, details: list[str] | None = None) -> NoReturn:
     raise typer.Exit(1)
 
 
+def _details(error: SpecError) -> list[str]:
+    """The problems to print under the error's own line, without repeating that line: a
+    problem that restates it contributes only its fix."""
+    headline = {str(error), f"error: {error}"}
+    details = []
+    for problem in error.problems:
+        first, _, rest = problem.partition("\n")
+        if first not in headline:
+            details.append(problem)
+        elif rest:
+            details.append(rest)
+    return details
+
+
 @contextmanager
 def guarded() -> Iterator[None]:
     """Turn every domain error into a clear message and a non-zero exit, never a traceback."""
     try:
         yield
     except SpecError as error:
-        problems = [p for p in error.problems if p != str(error)]
-        fail(str(error), problems)
+        fail(str(error), _details(error))
     except (NotFoundError, AlreadyExistsError, ConflictError) as error:
         reason = type(error).__name__.removesuffix("Error")
         fail(f"Error from server ({reason}): {error}")

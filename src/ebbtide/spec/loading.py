@@ -77,8 +77,13 @@ def _parse_json(text: str, source: str) -> list[Document]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as error:
+        where = f"{source}:{error.lineno}:{error.colno}"
         raise SpecError(
-            f"{source}:{error.lineno}:{error.colno}: malformed JSON: {error.msg}",
+            f"{where}: malformed JSON: {error.msg}",
+            [
+                f"error: {where}: malformed JSON: {error.msg}\n"
+                f"  fix: check the quotes, commas and brackets around line {error.lineno}"
+            ],
         ) from None
     items = data if isinstance(data, list) else [data]
     return [Document(item, source, index) for index, item in enumerate(items)]
@@ -106,7 +111,10 @@ def _parse_yaml(text: str, source: str) -> list[Document]:
             [f"error: {where}: malformed YAML: {what}\n  fix: check indentation and quoting"],
         ) from None
     except yaml.YAMLError as error:
-        raise SpecError(f"{source}: malformed YAML: {error}") from None
+        raise SpecError(
+            f"{source}: malformed YAML: {error}",
+            [f"error: {source}: malformed YAML: {error}\n  fix: check indentation and quoting"],
+        ) from None
     return documents
 
 

@@ -220,12 +220,45 @@ def _report_structure(
                 "starting and ending with a letter or digit, at most 63 characters",
             )
         else:
-            checker.error(loc, _plain_message(item["msg"], item.get("input")))
+            message = _plain_message(kind, item["msg"], item.get("input"))
+            checker.error(loc, message, _fix_for(kind, item))
 
 
-def _plain_message(message: str, value: Any) -> str:
-    message = re.sub(r"^Value error, ", "", message)
+def _plain_message(kind: str, message: str, value: Any) -> str:
+    if kind == "value_error":  # our validators' own words, which quote the value already
+        return re.sub(r"^Value error, ", "", message)
     return f"{message} (found {value!r})" if not isinstance(value, dict | list) else message
+
+
+_TYPE_FIXES = {
+    "int_type": "use a whole number, e.g. 2",
+    "int_parsing": "use a whole number, e.g. 2",
+    "int_from_float": "use a whole number, e.g. 2",
+    "float_type": "use a number, e.g. 0.5",
+    "float_parsing": "use a number, e.g. 0.5",
+    "bool_type": "use true or false",
+    "bool_parsing": "use true or false",
+    "string_type": 'use text; quote it if it looks like a number, e.g. version: "1"',
+    "dict_type": "use a mapping of fields (indented key: value lines)",
+    "model_type": "use a mapping of fields (indented key: value lines)",
+    "model_attributes_type": "use a mapping of fields (indented key: value lines)",
+    "list_type": "use a list (lines starting with '- ')",
+}
+
+
+def _fix_for(kind: str, item: Any) -> str:
+    """The fix for one of pydantic's own errors: a bound to respect or a type to use. Our
+    validators' errors (quantities, names) carry their guidance in the message itself."""
+    bounds = item.get("ctx") or {}
+    if kind == "greater_than_equal":
+        return f"use {bounds['ge']} or more"
+    if kind == "greater_than":
+        return f"use a value above {bounds['gt']}"
+    if kind == "less_than_equal":
+        return f"use {bounds['le']} or less"
+    if kind == "less_than":
+        return f"use a value below {bounds['lt']}"
+    return _TYPE_FIXES.get(kind, "")
 
 
 def _allowed_keys(root: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
