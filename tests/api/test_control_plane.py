@@ -83,6 +83,9 @@ def test_dry_run_changes_nothing(control_plane: object) -> None:
         "inferenceendpoint.mlops.example.com/my-model-endpoint created (server dry run)\n"
     )
     assert "No resources found in default namespace." in ebbtide("get", "ie").output
+    empty = ebbtide("top", "pods")
+    assert empty.exit_code == 0
+    assert empty.output == "No resources found in default namespace.\n"
 
 
 def test_a_file_with_one_bad_document_applies_nothing(

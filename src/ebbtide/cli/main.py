@@ -389,7 +389,9 @@ def top(
             fail("top supports pods only")
         pods = _client().list_pods(namespace, selector)
         if not pods:
-            fail(f"No resources found in {namespace} namespace.")
+            # As kubectl: said on stderr, and not a failure.
+            typer.echo(f"No resources found in {namespace} namespace.", err=True)
+            return
         typer.echo(operate.pod_usage_table(pods))
 
 
