@@ -53,6 +53,13 @@ class Feed:
         return decision
 
 
+def steady_then_surge(feed: Feed) -> Decision:
+    """Five calm seconds (40 requests/s, 4 in flight), then one second ten times as busy."""
+    for _ in range(5):
+        feed.second(arrivals=40, in_flight=4.0)
+    return feed.second(arrivals=400, in_flight=30.0)
+
+
 def concurrency_policy(**spec: object) -> Policy:
     return policy(LOCAL, metrics=[pods_metric("concurrency", 2)], **spec)  # type: ignore[arg-type]
 
@@ -70,9 +77,7 @@ def test_a_surge_enters_burst_mode_and_scales_up_at_once() -> None:
 
 def test_burst_mode_ends_a_stable_window_after_the_surge_and_the_count_holds() -> None:
     feed = Feed(concurrency_policy(max_replicas=50), replicas=2)
-    for _ in range(5):
-        feed.second(arrivals=40, in_flight=4.0)
-    feed.second(arrivals=400, in_flight=30.0)
+    steady_then_surge(feed)
     surge_time = feed.now
     calm = [feed.second(arrivals=40, in_flight=4.0) for _ in range(30)]
     # Burst mode lasts until the surge has passed through the 3 s stable window...
@@ -105,9 +110,7 @@ def test_a_count_set_outside_burst_mode_is_held_for_15_s_only() -> None:
 
 def test_a_burst_is_held_for_30_s_beside_a_15_s_scale_down_window() -> None:
     feed = Feed(concurrency_policy(max_replicas=50), replicas=2)
-    for _ in range(5):
-        feed.second(arrivals=40, in_flight=4.0)
-    feed.second(arrivals=400, in_flight=30.0)
+    steady_then_surge(feed)
     surge_time = feed.now
     assert feed.state.recommendations[-1].burst
     calm = [feed.second(arrivals=40, in_flight=4.0) for _ in range(30)]
@@ -134,9 +137,7 @@ def test_the_burst_hold_never_shortens_a_longer_scale_down_window() -> None:
     )
     assert patient.scale_down.stabilization_window == 60
     feed = Feed(patient, replicas=2)
-    for _ in range(5):
-        feed.second(arrivals=40, in_flight=4.0)
-    feed.second(arrivals=400, in_flight=30.0)
+    steady_then_surge(feed)
     calm = [feed.second(arrivals=40, in_flight=4.0) for _ in range(60)]
     assert all(d.desired == 15 for d in calm[:-1])
     assert calm[-1].desired < 15
@@ -149,9 +150,7 @@ def test_a_shorter_scale_down_window_in_the_spec_governs_bursts_too() -> None:
     assert eager.burst is not None
     assert eager.burst.hold == 0.0
     feed = Feed(eager, replicas=2)
-    for _ in range(5):
-        feed.second(arrivals=40, in_flight=4.0)
-    feed.second(arrivals=400, in_flight=30.0)
+    steady_then_surge(feed)
     calm = [feed.second(arrivals=40, in_flight=4.0) for _ in range(12)]
     # Burst mode ends a 3 s metric window after the surge; the 5 s window then lets go.
     assert calm[0].desired == 15
