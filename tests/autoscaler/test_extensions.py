@@ -185,9 +185,7 @@ def test_burst_mode_can_be_turned_off() -> None:
     quiet = concurrency_policy(max_replicas=50, burst={"enabled": False})
     assert quiet.burst is None
     feed = Feed(quiet, replicas=2)
-    for _ in range(5):
-        feed.second(arrivals=40, in_flight=4.0)
-    assert feed.second(arrivals=400, in_flight=30.0).desired == 6  # max(2 + 4, 2 * 2)
+    assert steady_then_surge(feed).desired == 6  # max(2 + 4, 2 * 2)
 
 
 def test_burst_settings_from_the_spec() -> None:
