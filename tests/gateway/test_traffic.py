@@ -10,7 +10,7 @@ from ebbtide.gateway.traffic import (
 
 
 def snapshot(stats: TrafficStats, now: float) -> TrafficSnapshot:
-    return stats.snapshot(now, upstreams=1)
+    return stats.snapshot(now, in_flight=0, queued=0, upstreams=1, upstream_in_flight={})
 
 
 def test_bounds_are_increasing_and_coarse_ones_a_subset() -> None:

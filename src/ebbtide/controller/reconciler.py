@@ -110,22 +110,22 @@ class Reconciler:
         self._tasks: set[asyncio.Task[None]] = set()
         self._next_decision = 0.0
         self._stopped = False
-        self._failures = 0
         self._model_failures = 0
         self._model_retry_at = 0.0
 
     # -- the loop -----------------------------------------------------------------------
 
     async def run(self) -> None:
+        failures = 0
         while not self._stopped:
             try:
                 await self.reconcile()
-                self._failures = 0
+                failures = 0
                 timeout = max(0.0, self._next_decision - self.clock.now())
             except EbbtideError as error:
                 self.store.record_event(self.key, "Warning", "ReconcileFailed", str(error))
-                self._failures += 1
-                timeout = self.settings.retry.delay(self._failures)
+                failures += 1
+                timeout = self.settings.retry.delay(failures)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout)
             self.wake.clear()

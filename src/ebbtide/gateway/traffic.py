@@ -83,10 +83,10 @@ class TrafficStats:
     def snapshot(
         self,
         now: float,
-        in_flight: int = 0,
-        queued: int = 0,
-        upstreams: int = 0,
-        upstream_in_flight: Mapping[str, int] | None = None,
+        in_flight: int,
+        queued: int,
+        upstreams: int,
+        upstream_in_flight: Mapping[str, int],
     ) -> TrafficSnapshot:
         """These counters at `now`, with the endpoint's live state the gateway adds."""
         return TrafficSnapshot(
@@ -94,7 +94,7 @@ class TrafficStats:
             in_flight=in_flight,
             queued=queued,
             upstreams=upstreams,
-            upstream_in_flight=upstream_in_flight or {},
+            upstream_in_flight=upstream_in_flight,
             arrivals=self.arrivals,
             completions=self.completions,
             errors=self.errors,

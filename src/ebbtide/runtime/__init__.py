@@ -22,18 +22,6 @@ if TYPE_CHECKING:
     from ebbtide.runtime.server import LoadedModel, load_model, resolve, serve
     from ebbtide.runtime.settings import BatchingSettings, ListenAddress, ServerSettings
 
-_EXPORTS = {
-    "BatchingSettings": "ebbtide.runtime.settings",
-    "ListenAddress": "ebbtide.runtime.settings",
-    "LoadedModel": "ebbtide.runtime.server",
-    "ModelLocation": "ebbtide.runtime.repository",
-    "ModelMetadata": "ebbtide.runtime.repository",
-    "ModelRepository": "ebbtide.runtime.repository",
-    "ServerSettings": "ebbtide.runtime.settings",
-    "load_model": "ebbtide.runtime.server",
-    "resolve": "ebbtide.runtime.server",
-    "serve": "ebbtide.runtime.server",
-}
 __all__ = [
     "BatchingSettings",
     "ListenAddress",
@@ -48,9 +36,16 @@ __all__ = [
 ]
 
 
+_HOMES = ("ebbtide.runtime.repository", "ebbtide.runtime.settings", "ebbtide.runtime.server")
+"""Where the names above live, lightest first."""
+
+
 def __getattr__(name: str) -> Any:
     # Resolved on first use: importing a light submodule (the repository, for `ebbtide model
     # list`) must not load the server stack (uvicorn, starlette) with it.
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'ebbtide.runtime' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+    if name in __all__:
+        for home in _HOMES:
+            module = importlib.import_module(home)
+            if hasattr(module, name):
+                return getattr(module, name)
+    raise AttributeError(f"module 'ebbtide.runtime' has no attribute {name!r}")

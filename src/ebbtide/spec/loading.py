@@ -73,17 +73,21 @@ def parse_documents(text: str, source: str) -> list[Document]:
     return _parse_yaml(text, source)
 
 
+YAML_FIX = "check indentation and quoting"
+
+
+def _malformed(message: str, fix: str) -> SpecError:
+    """A file that does not parse: one problem, the message with its fix."""
+    return SpecError(message, [f"error: {message}\n  fix: {fix}"])
+
+
 def _parse_json(text: str, source: str) -> list[Document]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as error:
-        where = f"{source}:{error.lineno}:{error.colno}"
-        raise SpecError(
-            f"{where}: malformed JSON: {error.msg}",
-            [
-                f"error: {where}: malformed JSON: {error.msg}\n"
-                f"  fix: check the quotes, commas and brackets around line {error.lineno}"
-            ],
+        raise _malformed(
+            f"{source}:{error.lineno}:{error.colno}: malformed JSON: {error.msg}",
+            f"check the quotes, commas and brackets around line {error.lineno}",
         ) from None
     items = data if isinstance(data, list) else [data]
     return [Document(item, source, index) for index, item in enumerate(items)]
@@ -106,15 +110,9 @@ def _parse_yaml(text: str, source: str) -> list[Document]:
         mark = error.problem_mark or error.context_mark
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
         what = error.problem or error.context or "invalid YAML"
-        raise SpecError(
-            f"{where}: malformed YAML: {what}",
-            [f"error: {where}: malformed YAML: {what}\n  fix: check indentation and quoting"],
-        ) from None
+        raise _malformed(f"{where}: malformed YAML: {what}", YAML_FIX) from None
     except yaml.YAMLError as error:
-        raise SpecError(
-            f"{source}: malformed YAML: {error}",
-            [f"error: {source}: malformed YAML: {error}\n  fix: check indentation and quoting"],
-        ) from None
+        raise _malformed(f"{source}: malformed YAML: {error}", YAML_FIX) from None
     return documents
 
 
