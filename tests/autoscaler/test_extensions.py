@@ -27,6 +27,8 @@ class Feed:
 
     policy: Policy
     replicas: int
+    start: float | None = None
+    """Seconds each replica took to become ready; None: all were there from the first reading."""
     now: float = T0
     requests_total: int = 0
     in_flight_seconds: float = 0.0
@@ -41,7 +43,7 @@ class Feed:
         self.in_flight_seconds += in_flight
         self.cpu_seconds += cores_each
         fleet = tuple(
-            ReplicaSample(f"r{i}", 0.0, True, 0.0, cpu_seconds=self.cpu_seconds)
+            ReplicaSample(f"r{i}", 0.0, True, self.start or 0.0, cpu_seconds=self.cpu_seconds)
             for i in range(self.replicas)
         )
         traffic = Traffic(in_flight, self.requests_total, self.in_flight_seconds)
@@ -71,7 +73,7 @@ def test_a_surge_enters_burst_mode_and_scales_up_at_once() -> None:
     surge = feed.second(arrivals=400, in_flight=30.0)
     assert surge.desired == 15  # 30 in flight / 2 per replica, not the rate limit's 6
     assert surge.step("burst") is not None
-    assert surge.event == "New size: 15; reason: burst: the last 0.5 s asks for 15"
+    assert surge.event == "New size: 15; reason: burst: the last 0.25 s asks for 15"
     assert explain(surge, feed.policy).startswith("scaling up at once 2 → 15 (burst mode)")
 
 
@@ -79,55 +81,87 @@ def test_burst_mode_ends_a_stable_window_after_the_surge_and_the_count_holds() -
     feed = Feed(concurrency_policy(max_replicas=50), replicas=2)
     steady_then_surge(feed)
     surge_time = feed.now
-    calm = [feed.second(arrivals=40, in_flight=4.0) for _ in range(30)]
-    # Burst mode lasts until the surge has passed through the 3 s stable window...
-    assert [d.step("burst") is not None for d in calm[:3]] == [True, True, False]
-    # ...and the scale-down window keeps the surge's recommendation for 30 s.
+    calm = [feed.second(arrivals=40, in_flight=4.0) for _ in range(16)]
+    # Burst mode lasts until the surge has passed through the 2 s stable window...
+    assert [d.step("burst") is not None for d in calm[:3]] == [True, False, False]
+    # ...and the scale-down window keeps the surge's recommendation for the burst hold: 32
+    # starts of the 0.5 s assumed while no start has been measured.
     assert all(d.desired == 15 for d in calm[:-1])
-    assert feed.now == surge_time + 30
+    assert feed.now == surge_time + 16
     assert calm[-1].desired < 15
 
 
-def test_a_count_set_outside_burst_mode_is_held_for_15_s_only() -> None:
+def test_a_count_set_outside_burst_mode_is_held_for_the_scale_down_window_only() -> None:
     feed = Feed(concurrency_policy(max_replicas=50), replicas=4)
     for _ in range(5):
         feed.second(arrivals=40, in_flight=8.0)
     # 14 in flight asks for 7 of 4 ready: below the 200% threshold, so no burst; the stable
-    # window reaches 7 after three seconds of it.
+    # window reaches 7 after two seconds of it.
     for _ in range(3):
         assert feed.second(arrivals=60, in_flight=14.0).step("burst") is None
     assert feed.replicas == 7
     high_until = feed.now
-    calm = [feed.second(arrivals=40, in_flight=8.0) for _ in range(17)]
+    calm = [feed.second(arrivals=40, in_flight=8.0) for _ in range(10)]
     assert all(d.step("burst") is None for d in calm)
-    assert [d.step("metrics").replicas for d in calm[:3]] == [6, 5, 4]  # type: ignore[union-attr]
-    # Each recommendation leaves the 15 s window 15 s after it was made: the 7 made at
-    # high_until holds through high_until + 14, then the 6 and 5 of the next seconds expire.
-    assert [d.desired for d in calm[:14]] == [7] * 14
-    assert [d.desired for d in calm[14:]] == [6, 5, 4]
-    assert feed.now == high_until + 17
+    assert [d.step("metrics").replicas for d in calm[:3]] == [6, 4, 4]  # type: ignore[union-attr]
+    # Each recommendation leaves the 8 s window (16 starts of 0.5 s) 8 s after it was made:
+    # the 7 made at high_until holds through high_until + 7, then the 6 of the next second.
+    assert [d.desired for d in calm[:7]] == [7] * 7
+    assert [d.desired for d in calm[7:]] == [6, 4, 4]
+    assert feed.now == high_until + 10
 
 
-def test_a_burst_is_held_for_30_s_beside_a_15_s_scale_down_window() -> None:
+def test_a_burst_is_held_twice_as_long_as_the_scale_down_window() -> None:
     feed = Feed(concurrency_policy(max_replicas=50), replicas=2)
     steady_then_surge(feed)
     surge_time = feed.now
     assert feed.state.recommendations[-1].burst
-    calm = [feed.second(arrivals=40, in_flight=4.0) for _ in range(30)]
+    calm = [feed.second(arrivals=40, in_flight=4.0) for _ in range(16)]
     # The stable window's own recommendations after the surge are not burst ones...
     assert not feed.state.recommendations[-1].burst
-    # ...yet the burst's 15 outlasts the 15 s window: it holds until surge_time + 30.
-    assert [d.desired for d in calm[14:17]] == [15, 15, 15]
-    assert explain(calm[20], feed.policy) == (
+    # ...yet the burst's 15 outlasts the 8 s window: it holds until surge_time + 16.
+    assert [d.desired for d in calm[7:10]] == [15, 15, 15]
+    assert explain(calm[12], feed.policy) == (
         "holding 15 replicas: the metrics ask for 2, but what burst mode asked for within the "
-        "last 30 s still holds (a burst is remembered 30 s, the scale-down stabilization "
-        "window 15 s)"
+        "last 16 s still holds (a burst is remembered 16 s, the scale-down stabilization "
+        "window 8 s, 16 starts of 0.5 s, assumed until one is measured)"
     )
-    assert "within the last 15 s (the scale-down stabilization window)" in explain(
-        calm[5], feed.policy
+    assert explain(calm[3], feed.policy) == (
+        "holding 15 replicas: the metrics ask for 2, but a higher recommendation within the "
+        "last 8 s (the scale-down stabilization window, 16 starts of 0.5 s, assumed until one "
+        "is measured) still holds"
     )
     assert all(d.desired == 15 for d in calm[:-1])
-    assert feed.now == surge_time + 30
+    assert feed.now == surge_time + 16
+    assert calm[-1].desired < 15
+
+
+def test_replicas_that_start_fast_are_let_go_sooner() -> None:
+    # Replicas measured ready 0.06 s after they started: 16 starts is under the 2 s floor.
+    feed = Feed(concurrency_policy(max_replicas=50), replicas=2, start=0.06)
+    steady_then_surge(feed)
+    surge = feed.decisions[-1]
+    assert surge.timing is not None
+    assert (surge.timing.start, surge.timing.measured) == (0.06, True)
+    assert (surge.timing.scale_down_window, surge.timing.burst_hold) == (2.0, 2.0)
+    calm = [feed.second(arrivals=40, in_flight=4.0) for _ in range(2)]
+    # Released once the 2 s have passed (the rate limit counts from the 2 replicas of 5 s ago).
+    assert [d.desired for d in calm] == [15, 2]
+    assert feed.policy.release is not None
+    assert surge.timing.describe(feed.policy.release) == (
+        "its 2 s floor, as replicas start in 0.06 s"
+    )
+
+
+def test_replicas_that_start_slowly_are_kept_longer() -> None:
+    feed = Feed(concurrency_policy(max_replicas=50), replicas=2, start=1.0)
+    steady_then_surge(feed)
+    surge_time = feed.now
+    calm = [feed.second(arrivals=40, in_flight=4.0) for _ in range(32)]
+    assert calm[0].timing is not None
+    assert (calm[0].timing.scale_down_window, calm[0].timing.burst_hold) == (16.0, 32.0)
+    assert all(d.desired == 15 for d in calm[:-1])
+    assert feed.now == surge_time + 32
     assert calm[-1].desired < 15
 
 
@@ -157,6 +191,25 @@ def test_a_shorter_scale_down_window_in_the_spec_governs_bursts_too() -> None:
     assert calm[-1].desired < 15
 
 
+def test_nothing_scales_below_what_the_short_window_asks_for() -> None:
+    feed = Feed(concurrency_policy(max_replicas=50), replicas=4, start=0.06)
+    for _ in range(5):
+        feed.second(arrivals=40, in_flight=8.0)
+    for _ in range(3):
+        feed.second(arrivals=60, in_flight=14.0)
+    assert feed.replicas == 7
+    assert feed.second(arrivals=40, in_flight=4.0).desired == 7  # the 2 s window holds
+    # The 2 s stable window averages 4 and 12 in flight and asks for 4; the window remembers
+    # 5; the last 0.25 s, with 12 in flight, asks for 6 (and is no surge: 6 of 7 ready).
+    back = feed.second(arrivals=40, in_flight=12.0)
+    assert back.step("burst") is None
+    assert back.desired == 6
+    assert explain(back, feed.policy) == (
+        "scaling down 7 → 6: all metrics below target (concurrency 1.14 per replica is below "
+        "the target 2), but no lower: the last 0.25 s asks for 6 replicas"
+    )
+
+
 def test_a_rise_below_the_threshold_is_left_to_the_stable_window() -> None:
     feed = Feed(concurrency_policy(max_replicas=50), replicas=4)
     for _ in range(5):
@@ -174,9 +227,9 @@ def test_a_cpu_target_sees_a_surge_through_the_arrival_rate() -> None:
     # 143 of them: 358 are left in flight.
     surge = feed.second(arrivals=500, in_flight=358.0, cores_each=1.0)
     assert surge.step("burst") is not None
-    # 500 requests/s plus the 358 waiting cleared within the 0.5 s window, at 7 ms each and
-    # 60% of a core per replica: 1216 * 0.007 / 0.6 = 14.2.
-    assert surge.desired == 15
+    # 500 requests/s plus the 358 waiting cleared within the 0.25 s window, at 7 ms each and
+    # 60% of a core per replica: 1932 * 0.007 / 0.6 = 22.5.
+    assert surge.desired == 23
     # What the stabilization window remembers is the surge without its queue: 500/s needs 6.
     assert surge.state.recommendations[-1].replicas == 6
 
@@ -198,7 +251,7 @@ def test_burst_settings_from_the_spec() -> None:
     # No hold beyond the HPA's own 300 s scale-down window.
     assert on_kubernetes.burst.hold == 0
     assert concurrency_policy().burst is not None
-    assert concurrency_policy().burst.hold == 30  # type: ignore[union-attr]
+    assert concurrency_policy().burst.hold == 16  # type: ignore[union-attr]
 
 
 def test_an_idle_endpoint_scales_to_zero_after_the_idle_period() -> None:

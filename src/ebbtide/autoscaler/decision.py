@@ -25,7 +25,7 @@ from decimal import Decimal
 from typing import Literal
 
 from ebbtide.autoscaler import burst as bursts
-from ebbtide.autoscaler import zero
+from ebbtide.autoscaler import release, zero
 from ebbtide.autoscaler.behavior import Step, limit_rate, stabilize
 from ebbtide.autoscaler.calculator import Proposal, Tolerances, propose, traffic_proposal
 from ebbtide.autoscaler.demand import estimate
@@ -56,6 +56,9 @@ class Decision:
     proposals: tuple[Proposal, ...] = ()
     """What each metric asked for, with its current value: the source of status metrics."""
     rescale_reason: str = ""
+    timing: release.Timing | None = None
+    """The scale-down window and burst hold this decision used, when they follow the measured
+    replica start (`Policy.release`)."""
     """Why the count changes, in the HPA's words: `cpu resource utilization (percentage of
     request) above target`, `All metrics below target`."""
 
@@ -87,6 +90,14 @@ class Decision:
 def decide(observation: Observation, policy: Policy, state: State, now: float) -> Decision:
     """One decision. Call it every `policy.sync_period` seconds with a fresh observation and the
     state the previous decision returned (`State()` the first time)."""
+    if policy.release is not None:
+        state = release.note_starts(state, observation, policy.release)
+    timing = release.timing(policy, state)
+    decision = _decide(observation, release.applied(policy, timing), state, now)
+    return replace(decision, timing=timing)
+
+
+def _decide(observation: Observation, policy: Policy, state: State, now: float) -> Decision:
     current = observation.current_replicas
     previous = state.samples[-1] if state.samples else None
     sample = Sample.of(observation, now)
@@ -116,8 +127,8 @@ def decide(observation: Observation, policy: Policy, state: State, now: float) -
 @dataclass(frozen=True)
 class _Aim:
     """What a decision aims at before stabilization: the count, what the stabilization windows
-    remember of it (and whether burst mode set it), a floor (burst mode never scales down), and
-    the steps that set it."""
+    remember of it (and whether burst mode set it), a floor (burst mode never scales down, and
+    nothing scales below what the short window asks for), and the steps that set it."""
 
     proposed: int
     record: int
@@ -165,6 +176,15 @@ def _normalize(
     )
     steps = [*aim.steps, stable, limited]
     desired = max(limited.replicas, min(aim.floor, policy.max_replicas))
+    if desired > limited.replicas and not aim.burst and policy.burst is not None:
+        steps.append(
+            Step(
+                "short window",
+                desired,
+                "ShortWindowDemand",
+                f"the last {policy.burst.window:g} s asks for {aim.floor} replicas",
+            )
+        )
     reason = "All metrics below target" if aim.proposed < current else aim.reason
     if policy.min_replicas == 0:
         desired, reason, steps, state = _toward_zero(desired, reason, steps, policy, state, now)
@@ -215,6 +235,10 @@ def _aim(
                 reason = f"burst: the last {policy.burst.window:g} s asks for {proposed}"
             steps.append(Step("burst", proposed, "BurstMode", burst.message(policy.burst)))
             scale_up = _unlimited(scale_up)
+        elif burst.sustained is not None:
+            # The stable window lags a surge by its length: never scale down below what the
+            # short window asks for right now.
+            floor = min(observation.current_replicas, burst.sustained)
     if policy.forecast is not None:
         forecast = forecast_replicas(state.samples, policy, policy.forecast, demand)
         if forecast is not None and forecast[0] > proposed:

@@ -42,8 +42,11 @@ def explain(decision: Decision, policy: Policy) -> str:
     if desired > current:
         line = f"scaling up {current} → {desired}: {usage}"
         return line + _limited(limit.reason if limit else "", wanted, policy)
+    short = decision.step("short window")
     if desired < current:
         line = f"scaling down {current} → {desired}: all metrics below target ({usage})"
+        if short is not None:
+            return f"{line}, but no lower: {short.message}"
         return line + _limited(limit.reason if limit else "", wanted, policy)
     plural = "replica" if current == 1 else "replicas"
     if limit and limit.reason == "TooManyReplicas":
@@ -58,21 +61,26 @@ def explain(decision: Decision, policy: Policy) -> str:
     if wanted is not None and wanted < current <= policy.min_replicas:
         # Whatever the stabilization window remembers, the floor alone would hold this count.
         return f"not scaling down: at minReplicas ({policy.min_replicas}); {usage}"
+    if short is not None:
+        return (
+            f"holding {current} {plural}: the metrics ask for {wanted}, but {short.message} "
+            "(no scale-down below what the short window asks for)"
+        )
     if limit and limit.reason == "ScaleDownLimit":
         return f"not scaling down yet: {usage}, but the scale-down rate limit allows no fewer yet"
     if stable and stable.reason == "ScaleDownStabilized":
-        window = policy.scale_down.stabilization_window
-        if _held_by_burst(decision, policy, stable.replicas):
-            hold = policy.burst.hold if policy.burst else window
+        window, hold = _windows(decision, policy)
+        if _held_by_burst(decision, window, stable.replicas):
             return (
                 f"holding {current} {plural}: the metrics ask for {wanted}, but what burst mode "
                 f"asked for within the last {hold:g} s still holds (a burst is remembered "
-                f"{hold:g} s, the scale-down stabilization window {window:g} s)"
+                f"{hold:g} s, the scale-down stabilization window {window:g} s"
+                f"{_timing_source(decision, policy)})"
             )
         return (
             f"holding {current} {plural}: the metrics ask for {wanted}, but a higher "
             f"recommendation within the last {window:g} s (the scale-down stabilization "
-            "window) still holds"
+            f"window{_timing_source(decision, policy)}) still holds"
         )
     if stable and stable.reason == "ScaleUpStabilized":
         window = policy.scale_up.stabilization_window
@@ -84,13 +92,27 @@ def explain(decision: Decision, policy: Policy) -> str:
     return f"holding {current} {plural}: {usage}{_high_target_hint(chosen)}"
 
 
-def _held_by_burst(decision: Decision, policy: Policy, held: int) -> bool:
+def _windows(decision: Decision, policy: Policy) -> tuple[float, float]:
+    """The scale-down window and burst hold the decision used."""
+    if decision.timing is not None:
+        return decision.timing.scale_down_window, decision.timing.burst_hold
+    window = policy.scale_down.stabilization_window
+    return window, max(window, policy.burst.hold) if policy.burst else window
+
+
+def _timing_source(decision: Decision, policy: Policy) -> str:
+    if decision.timing is None or policy.release is None:
+        return ""
+    return f", {decision.timing.describe(policy.release)}"
+
+
+def _held_by_burst(decision: Decision, window: float, held: int) -> bool:
     """Whether only a burst's recommendation, older than the scale-down window, holds the count."""
     recommendations = decision.state.recommendations
-    if policy.burst is None or not recommendations:
+    if not any(r.burst for r in recommendations):
         return False
     now = recommendations[-1].time
-    cutoff = now - policy.scale_down.stabilization_window
+    cutoff = now - window
     recent = max((r.replicas for r in recommendations if r.time > cutoff), default=0)
     return recent < held
 

@@ -16,6 +16,7 @@ from ebbtide.autoscaler.profiles import (
     ForecastSettings,
     Profile,
     RatePolicy,
+    ReleaseTiming,
     ZeroSettings,
 )
 from ebbtide.spec.models import (
@@ -84,6 +85,9 @@ class Policy:
     forecast: ForecastSettings | None
     """None unless the endpoint opted in to predictive scale-up."""
     profile: str = LOCAL.name
+    release: ReleaseTiming | None = None
+    """Scale-down timing from the measured replica start; None when the windows are fixed (the
+    profile has none, or the spec sets the scale-down window)."""
 
     @property
     def history(self) -> float:
@@ -120,7 +124,15 @@ def policy_for(endpoint: InferenceEndpoint, profile: Profile = LOCAL) -> Policy:
         zero=_zero(profile, autoscaling.scale_to_zero),
         forecast=_forecast(profile, autoscaling.prediction),
         profile=profile.name,
+        release=_release(profile, behavior.scale_down if behavior else None),
     )
+
+
+def _release(profile: Profile, scale_down: ScalingRules | None) -> ReleaseTiming | None:
+    """A scale-down window set in the spec is the window: it does not follow the start time."""
+    if scale_down is not None and scale_down.stabilization_window_seconds is not None:
+        return None
+    return profile.release
 
 
 def _burst(

@@ -8,8 +8,9 @@ Two profiles ship:
   300 s stabilization window and at most -100% per 15 s, a 300 s CPU initialization period and
   a 30 s initial readiness delay.
 - `LOCAL` (the default) keeps the same algorithm but retunes its clock for replicas that start
-  in well under a second: a decision every half second, a 3 s metric window, a 0.5 s burst
-  window, a 15 s scale-down window, and 30 s for what a burst asked for.
+  in well under a second: a decision every quarter second, a 2 s metric window, a 0.25 s burst
+  window, and a scale-down window of 16 replica starts (32 for what a burst asked for), at
+  least 2 s, from the start time measured on the endpoint's own replicas.
   docs/autoscaling.md explains each choice.
 
 A user's `spec.autoscaling.behavior` overrides a profile field by field (`policy_for`).
@@ -65,6 +66,34 @@ class BurstSettings:
 
 
 @dataclass(frozen=True)
+class ReleaseTiming:
+    """Scale-down timing that follows how long the endpoint's replicas take to start.
+
+    An idle replica is worth keeping while giving it up and starting it again would cost more:
+    the requests that queue while a replacement starts. That cost grows with the start time, so
+    the scale-down window and the burst hold are set in replica starts rather than seconds."""
+
+    window_starts: float
+    """The scale-down stabilization window, in replica start times."""
+    hold_starts: float
+    """How long what burst mode asked for is remembered, in replica start times."""
+    minimum: float
+    """Seconds neither is ever shorter than: a full metric window of calm."""
+    assumed_start: float
+    """Seconds a start is taken to last until one has been measured."""
+    samples: int = 5
+    """The measured start is the median of this many of the latest starts."""
+
+    def windows(self, start: float) -> tuple[float, float]:
+        """The scale-down window and the burst hold, in seconds, for replicas that start in
+        `start` seconds."""
+        return (
+            max(self.minimum, self.window_starts * start),
+            max(self.minimum, self.hold_starts * start),
+        )
+
+
+@dataclass(frozen=True)
 class ZeroSettings:
     """Scale to zero, for endpoints with minReplicas 0."""
 
@@ -107,6 +136,8 @@ class Profile:
         default_factory=lambda: ForecastSettings(history=60.0, horizon=5.0)
     )
     """Forecast timing, used only when an endpoint opts in."""
+    release: ReleaseTiming | None = None
+    """Scale-down timing that follows the measured replica start, or None for fixed windows."""
 
     def with_sync_period(self, seconds: float) -> Profile:
         """The same profile deciding every `seconds` seconds."""
@@ -137,23 +168,25 @@ KUBERNETES = Profile(
 
 LOCAL = Profile(
     name="local",
-    sync_period=0.5,
-    metric_window=3.0,
+    sync_period=0.25,
+    metric_window=2.0,
     scale_up=DirectionRules(
         stabilization_window=0.0,
         select_policy="Max",
         policies=(RatePolicy("Pods", 4, 1.0), RatePolicy("Percent", 100, 1.0)),
     ),
     scale_down=DirectionRules(
-        stabilization_window=15.0,
+        # What the release timing gives at its assumed start; a measured start replaces it.
+        stabilization_window=8.0,
         select_policy="Max",
         policies=(RatePolicy("Percent", 50, 5.0),),
     ),
     cpu_initialization_period=10.0,
     initial_readiness_delay=2.0,
-    burst=BurstSettings(window=0.5, threshold=2.0, hold=30.0),
+    burst=BurstSettings(window=0.25, threshold=2.0, hold=16.0),
     zero=ZeroSettings(idle_period=30.0),
     forecast=ForecastSettings(history=60.0, horizon=5.0),
+    release=ReleaseTiming(window_starts=16.0, hold_starts=32.0, minimum=2.0, assumed_start=0.5),
 )
 """ebbtide's default on one machine: the HPA's algorithm on a clock matched to sub-second starts."""
 

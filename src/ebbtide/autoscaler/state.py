@@ -50,6 +50,10 @@ class State:
     """The last time a request was seen arriving or in flight (for scale to zero)."""
     scaled_to_zero: bool = False
     """True after the autoscaler itself scaled the endpoint to zero (as opposed to a person)."""
+    start_times: tuple[float, ...] = ()
+    """Seconds the latest replicas took from start to ready, oldest first."""
+    timed: frozenset[str] = frozenset()
+    """The replicas present whose start is already in `start_times`."""
 
     def with_sample(self, sample: Sample, keep: float) -> State:
         """Add a reading and drop those older than `keep` seconds (except the newest)."""
