@@ -16,6 +16,7 @@ from ebbtide.autoscaler import (
     decide,
     explain,
 )
+from ebbtide.autoscaler.burst import short_window_replicas
 from tests.autoscaler.builders import pods_metric, policy
 
 T0 = 100.0
@@ -36,12 +37,15 @@ class Feed:
     state: State = field(default_factory=State)
     decisions: list[Decision] = field(default_factory=list)
 
-    def second(self, arrivals: int, in_flight: float, cores_each: float = 0.0) -> Decision:
-        """One second of load, then a decision that follows it (the count is applied at once)."""
-        self.now += 1.0
+    def second(
+        self, arrivals: int, in_flight: float, cores_each: float = 0.0, seconds: float = 1.0
+    ) -> Decision:
+        """One second of load (or `seconds`), then a decision that follows it (the count is
+        applied at once)."""
+        self.now += seconds
         self.requests_total += arrivals
-        self.in_flight_seconds += in_flight
-        self.cpu_seconds += cores_each
+        self.in_flight_seconds += in_flight * seconds
+        self.cpu_seconds += cores_each * seconds
         fleet = tuple(
             ReplicaSample(f"r{i}", 0.0, True, self.start or 0.0, cpu_seconds=self.cpu_seconds)
             for i in range(self.replicas)
@@ -227,11 +231,33 @@ def test_a_cpu_target_sees_a_surge_through_the_arrival_rate() -> None:
     # 143 of them: 358 are left in flight.
     surge = feed.second(arrivals=500, in_flight=358.0, cores_each=1.0)
     assert surge.step("burst") is not None
-    # 500 requests/s plus the 358 waiting cleared within the 0.25 s window, at 7 ms each and
-    # 60% of a core per replica: 1932 * 0.007 / 0.6 = 22.5.
-    assert surge.desired == 23
+    # 500 requests/s plus the 357 waiting (one is in service) cleared within half a second,
+    # at 7 ms each and 60% of a core per replica: 1214 * 0.007 / 0.6 = 14.2.
+    assert surge.desired == 15
     # What the stabilization window remembers is the surge without its queue: 500/s needs 6.
     assert surge.state.recommendations[-1].replicas == 6
+
+
+def test_a_chance_clump_of_a_few_requests_is_no_surge() -> None:
+    # The seed's endpoint: 60% of 500m per replica; about 9 ms of CPU per request.
+    seed_like = policy(LOCAL, cpu_target=60, cpu_request="500m", max_replicas=5)
+
+    def clump(arrivals: int) -> Decision:
+        feed = Feed(seed_like, replicas=1, start=0.06)
+        for _ in range(17):
+            feed.second(arrivals=2, in_flight=0.1, cores_each=0.12, seconds=0.25)
+        # A quarter second with `arrivals` and three requests in flight, two of them waiting:
+        # from 8 arrivals on, the short window asks for 2 replicas of 0.3 cores, twice the one
+        # ready.
+        return feed.second(arrivals=arrivals, in_flight=3.0, cores_each=0.12, seconds=0.25)
+
+    for arrivals in (8, 9):
+        chance = clump(arrivals)
+        assert chance.step("burst") is None
+        assert chance.desired == 1
+    surge = clump(10)
+    assert surge.step("burst") is not None
+    assert surge.desired == 2
 
 
 def test_burst_mode_can_be_turned_off() -> None:
@@ -315,3 +341,21 @@ def test_prediction_never_scales_down_on_a_forecast() -> None:
         rate = max(10, 200 - 3 * second)
         feed.second(arrivals=rate, in_flight=rate * 0.1)
     assert not any(d.step("forecast") for d in feed.decisions)
+
+
+def test_a_request_in_service_on_each_ready_replica_is_not_waiting() -> None:
+    rps = policy(LOCAL, metrics=[pods_metric("requests_per_second", 10)], max_replicas=50)
+    assert rps.burst is not None
+
+    def short_window(in_flight: float) -> tuple[int | None, int | None]:
+        feed = Feed(rps, replicas=4, start=0.06)
+        for _ in range(8):
+            feed.second(arrivals=8, in_flight=in_flight, seconds=0.25)
+        fleet = tuple(ReplicaSample(f"r{i}", 0.0, True, 0.06) for i in range(4))
+        observation = Observation(4, fleet, Traffic(in_flight, feed.requests_total))
+        return short_window_replicas(observation, rps, rps.burst, feed.state.samples, None, 0)
+
+    # 32 requests/s at 10 per replica: 4, with or without the four in service.
+    assert short_window(4.0) == (4, 4)
+    # Nine in flight: five wait, to be cleared within half a second: 32 + 10 = 42/s asks for 5.
+    assert short_window(9.0) == (5, 4)

@@ -11,7 +11,8 @@ In the short window each target proposes from what reveals demand soonest: reque
 (queued ones included) for a concurrency target, the arrival rate for a requests-per-second
 target, and for a CPU target the arrival rate times the CPU a request costs (from the stable
 window; `demand`), because measured CPU stops at the cores a replica has and so hides a surge.
-Requests already waiting count as demand to clear within one short window.
+Requests waiting (in flight beyond one per ready replica) count as demand to clear within half a
+second.
 """
 
 from __future__ import annotations
@@ -29,6 +30,18 @@ from ebbtide.autoscaler.state import State
 from ebbtide.autoscaler.windows import Sample, arrival_rate, concurrency
 
 NO_TOLERANCE = Tolerances(0.0, 0.0)
+
+SURGE_MIN_ARRIVALS = 10
+"""A short window that saw fewer requests arrive cannot call a surge. A quarter second at
+10 requests/s holds 2.5 arrivals on average and, by Poisson chance alone, 7 or more about once
+every 20 s: enough to ask for twice one small replica. 10 or more happens about once in 15
+minutes, while a real surge of a few hundred requests per second fills the window many times
+over."""
+
+BACKLOG_CLEAR_SECONDS = 0.5
+"""Requests waiting (those in flight beyond one per ready replica) count as demand to clear
+within this long, or the short window when longer. A quarter second would turn the two or
+three requests a busy machine keeps waiting into a surge of ten more per second."""
 
 
 @dataclass(frozen=True)
@@ -65,8 +78,12 @@ def assess(
     replicas, sustained = short_window_replicas(
         observation, policy, settings, state.samples, demand, now
     )
-    ready = sum(1 for r in observation.replicas if r.ready and not r.terminating and not r.pending)
-    triggered = replicas is not None and replicas >= settings.threshold * max(ready, 1)
+    ready = _ready(observation)
+    triggered = (
+        replicas is not None
+        and replicas >= settings.threshold * max(ready, 1)
+        and _enough_arrivals(state.samples, settings, policy.sync_period / 2)
+    )
     if triggered:
         state = replace(
             state,
@@ -96,7 +113,9 @@ def short_window_replicas(
     with_backlog: list[int] = []
     sustained: list[int] = []
     replicas = sum(1 for r in observation.replicas if not r.terminating)
-    waiting = (samples[-1].in_flight or 0.0) if samples else 0.0
+    # One request in service on each ready replica is not waiting.
+    in_flight_now = (samples[-1].in_flight or 0.0) if samples else 0.0
+    waiting = max(0.0, in_flight_now - _ready(observation))
     for goal in policy.metrics:
         if goal.name == "concurrency":
             in_flight = concurrency(samples, settings.window, slack)
@@ -109,9 +128,10 @@ def short_window_replicas(
             continue
         rate = arrival_rate(samples, settings.window, slack)
         if rate is not None and (goal.name == "requests_per_second" or demand is not None):
-            # Requests waiting are demand too: clear them within one short window.
+            # Requests waiting are demand too: clear them soon.
+            clear_within = max(settings.window, BACKLOG_CLEAR_SECONDS)
             for total, into in (
-                (rate.value + waiting / settings.window, with_backlog),
+                (rate.value + waiting / clear_within, with_backlog),
                 (rate.value, sustained),
             ):
                 count = _for_rate(goal, total, demand, policy)
@@ -130,3 +150,16 @@ def _for_rate(goal: MetricGoal, rate: float, demand: Demand | None, policy: Poli
     if goal.name == "requests_per_second":
         return math.ceil(rate / goal.target - 1e-9)
     return None if demand is None else replicas_for_rate(goal, rate, demand, policy)
+
+
+def _enough_arrivals(samples: Sequence[Sample], settings: BurstSettings, slack: float) -> bool:
+    """Whether the short window saw enough arrivals to tell a surge from chance; without
+    arrival counts (no gateway counters), there is nothing to doubt."""
+    rate = arrival_rate(samples, settings.window, slack)
+    if rate is None:
+        return True
+    return rate.value * (rate.end - rate.start) >= SURGE_MIN_ARRIVALS - 1e-9
+
+
+def _ready(observation: Observation) -> int:
+    return sum(1 for r in observation.replicas if r.ready and not r.terminating and not r.pending)

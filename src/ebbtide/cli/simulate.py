@@ -58,8 +58,12 @@ def simulate(
     cpu_ms: Annotated[float, typer.Option(help="Mean CPU milliseconds per request.")] = 7.0,
     cpu_cv: Annotated[float, typer.Option(help="Coefficient of variation of CPU time.")] = 0.3,
     start_time: Annotated[
-        float, typer.Option(help="Seconds from a scale-up decision to a ready replica.")
-    ] = 0.5,
+        float,
+        typer.Option(
+            help="Seconds from a scale-up decision to a ready replica (default: a warm fork, "
+            "as measured on the local platform)."
+        ),
+    ] = 0.06,
     concurrency: Annotated[int, typer.Option(help="Requests one replica serves at once.")] = 4,
     discipline: Annotated[str, typer.Option(help="ps (processor sharing) or fifo.")] = "ps",
     objective_ms: Annotated[float, typer.Option(help="The p99 latency objective.")] = 100.0,

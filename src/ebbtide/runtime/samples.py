@@ -3,7 +3,7 @@
 Both learn handwritten digits (`load_digits`: 8x8 images, 64 features, 10 classes):
 
 - `fast`: standard scaling + logistic regression, a fraction of a millisecond per request.
-- `heavy`: a 100-tree random forest, about 10 ms of CPU per single-row request, so one
+- `heavy`: a 100-tree random forest, about 7-8 ms of CPU per single-row request, so one
   replica saturates a core at around a hundred requests per second (docs/benchmarks.md). Most
   of that time is scikit-learn's per-tree dispatch in Python, which grew about threefold in
   scikit-learn 1.9; the tree count is set for the current release.
@@ -109,7 +109,7 @@ SAMPLES = {
         ),
         Sample(
             "heavy",
-            "Digits (load_digits): 100-tree random forest, CPU-heavy (about 10 ms per row). "
+            "Digits (load_digits): 100-tree random forest, CPU-heavy (about 7-8 ms per row). "
             "Input: 64 pixel intensities 0-16 per row; output: the digit.",
             "model.joblib",
             _train_heavy,
