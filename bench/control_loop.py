@@ -26,6 +26,7 @@ import httpx
 import yaml
 
 from ebbtide.api.client import ControlPlaneClient
+from ebbtide.autoscaler import LOCAL
 from ebbtide.core.clock import SYSTEM_CLOCK
 from ebbtide.daemon import lifecycle
 
@@ -117,7 +118,10 @@ def main() -> None:
             busy = window(home, arguments.seconds, arguments.connections)
         finally:
             lifecycle.stop(home)
-    print("decision lateness (local profile, 0.5 s sync), 2 replicas of the fast sample model")
+    print(
+        f"decision lateness (local profile, {LOCAL.sync_period:g} s sync), "
+        "2 replicas of the fast sample model"
+    )
     print(f"{'gateway':<12}{'req/s':>8}{'decisions':>11}{'p50':>12}{'p99':>12}")
     for label, row in (("idle", idle), ("saturated", busy)):
         print(

@@ -52,7 +52,7 @@ from ebbtide.spec import parse_documents, validate
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "tests" / "fixtures" / "inference_endpoint.yaml"
-TRACE = Path("/work/shared/traces/AzureLLMInferenceTrace_conv.csv")
+TRACE = ROOT.parent / "shared" / "traces" / "AzureLLMInferenceTrace_conv.csv"
 NAME = "my-model-endpoint"
 NAMESPACE = "default"
 JSON = {"content-type": "application/json"}
@@ -207,7 +207,8 @@ def run_live(repository: Path, arrivals: list[float]) -> Live:
 
 def _rescales(client: ControlPlaneClient) -> int:
     events = client.events(NAMESPACE, NAME)
-    return sum(1 for e in events if e.get("reason") == "SuccessfulRescale")
+    # Repeated messages are one event with a count, as on Kubernetes.
+    return sum(int(e.get("count", 1)) for e in events if e.get("reason") == "SuccessfulRescale")
 
 
 def live_score(live: Live) -> Score:
@@ -268,35 +269,60 @@ def _ratio(live: float, simulated: float) -> str:
     return f"{live / simulated:.2f}x" if simulated else "-"
 
 
+def _p99_per_second(pairs: list[tuple[float, float]], seconds: int) -> list[float]:
+    """The p99 latency of the requests due in each second (NaN for a second without any)."""
+    buckets: list[list[float]] = [[] for _ in range(seconds)]
+    for at, latency in pairs:
+        buckets[min(int(at), seconds - 1)].append(latency)
+    return [percentile(sorted(b), 0.99) if b else float("nan") for b in buckets]
+
+
 def plot(path: Path, live: Live, trace: Trace, arrivals: list[float], duration: float) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, (top, bottom) = plt.subplots(2, 1, figsize=(10, 5), sharex=True)
-    per_second = [0] * (int(duration) + 1)
+    figure, (top, middle, bottom) = plt.subplots(3, 1, figsize=(10, 7), sharex=True)
+    seconds = int(duration) + 1
+    per_second = [0] * seconds
     for at in arrivals:
         per_second[min(int(at), len(per_second) - 1)] += 1
     top.fill_between(range(len(per_second)), per_second, step="post", color="0.8")
     top.set_ylabel("arrivals/s")
     times = [at for at, _ in trace.replica_changes] + [trace.end]
     counts = [count for _, count in trace.replica_changes]
-    bottom.step(times, [*counts, counts[-1]], where="post", label="simulated (replicas)")
-    bottom.step(
+    middle.step(times, [*counts, counts[-1]], where="post", label="simulated (replicas)")
+    middle.step(
         [at for at, _, _ in live.samples],
         [ready for _, _, ready in live.samples],
         where="post",
         label="live (ready replicas)",
     )
-    bottom.step(
+    middle.step(
         [at for at, _, _ in live.samples],
         [count for _, count, _ in live.samples],
         where="post",
         linestyle=":",
         label="live (replicas)",
     )
-    bottom.set_ylabel("replicas")
+    middle.set_ylabel("replicas")
+    middle.legend(loc="upper left")
+    simulated = [
+        (at, latency if isinstance(latency, float) else float("inf"))
+        for at, latency in zip(arrivals, trace.latencies, strict=True)
+    ]
+    measured = [(o.due, o.latency if o.ok else float("inf")) for o in live.outcomes]
+    for pairs, label in ((simulated, "simulated"), (measured, "live")):
+        bottom.step(
+            range(seconds),
+            [x * 1000 for x in _p99_per_second(pairs, seconds)],
+            where="post",
+            label=f"{label} p99",
+        )
+    bottom.axhline(OBJECTIVE * 1000, color="red", linestyle=":", label="objective")
+    bottom.set_yscale("log")
+    bottom.set_ylabel("p99 per second (ms)")
     bottom.set_xlabel("seconds")
     bottom.legend(loc="upper left")
     figure.tight_layout()
