@@ -17,6 +17,7 @@ from ebbtide.autoscaler import (
     explain,
 )
 from ebbtide.autoscaler.burst import short_window_replicas
+from ebbtide.autoscaler.demand import estimate
 from tests.autoscaler.builders import pods_metric, policy
 
 T0 = 100.0
@@ -359,3 +360,37 @@ def test_a_request_in_service_on_each_ready_replica_is_not_waiting() -> None:
     assert short_window(4.0) == (4, 4)
     # Nine in flight: five wait, to be cleared within half a second: 32 + 10 = 42/s asks for 5.
     assert short_window(9.0) == (5, 4)
+
+
+def test_a_short_window_with_few_arrivals_holds_nothing_up() -> None:
+    # Idle replicas still burn a little CPU, which a trickle of requests seems to cost: here
+    # 0.1 cores each over 8 requests/s reads as 25 ms per request.
+    seed_like = policy(LOCAL, cpu_target=60, cpu_request="500m", max_replicas=5)
+    assert seed_like.burst is not None
+
+    def trickle(last_arrivals: int) -> tuple[Feed, Decision]:
+        """Two replicas under a trickle until the stable window lets one go; the quarter second
+        it does, `last_arrivals` arrive."""
+        feed = Feed(seed_like, replicas=2, start=0.06)
+        for _ in range(released_after - 1):
+            feed.second(arrivals=2, in_flight=0.0, cores_each=0.1, seconds=0.25)
+        return feed, feed.second(
+            arrivals=last_arrivals, in_flight=0.0, cores_each=0.1, seconds=0.25
+        )
+
+    steady = Feed(seed_like, replicas=2, start=0.06)
+    kept = [
+        steady.second(arrivals=2, in_flight=0.0, cores_each=0.1, seconds=0.25) for _ in range(16)
+    ]
+    released_after = 1 + next(i for i, d in enumerate(kept) if d.desired == 1)
+    # Five arrivals in that quarter second (20/s at 25 ms) ask for 2 replicas of 0.3 cores...
+    feed, decision = trickle(5)
+    fleet = tuple(ReplicaSample(f"r{i}", 0.0, True, 0.06) for i in range(2))
+    observation = Observation(2, fleet, Traffic(0.0, feed.requests_total))
+    samples = decision.state.samples
+    demand = estimate(observation, seed_like, samples)
+    asked = short_window_replicas(observation, seed_like, seed_like.burst, samples, demand, 0)
+    assert asked == (2, 2)
+    # ...but five is no evidence: the stable window's 1 wins.
+    assert decision.step("short window") is None
+    assert decision.desired == 1

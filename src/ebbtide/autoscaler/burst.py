@@ -57,6 +57,9 @@ class Burst:
     active: bool
     triggered: bool
     state: State
+    significant: bool = True
+    """Whether the short window saw enough arrivals (`SURGE_MIN_ARRIVALS`) to be more than
+    chance: neither a surge nor a floor under scale-down comes from fewer."""
 
     def message(self, settings: BurstSettings) -> str:
         return (
@@ -79,10 +82,9 @@ def assess(
         observation, policy, settings, state.samples, demand, now
     )
     ready = _ready(observation)
+    significant = _enough_arrivals(state.samples, settings, policy.sync_period / 2)
     triggered = (
-        replicas is not None
-        and replicas >= settings.threshold * max(ready, 1)
-        and _enough_arrivals(state.samples, settings, policy.sync_period / 2)
+        replicas is not None and replicas >= settings.threshold * max(ready, 1) and significant
     )
     if triggered:
         state = replace(
@@ -96,7 +98,8 @@ def assess(
     ):
         # Calm once the surge has made its way into the stable metric window.
         state = replace(state, burst_since=None, burst_last_triggered=None)
-    return Burst(replicas, sustained, ready, state.burst_since is not None, triggered, state)
+    active = state.burst_since is not None
+    return Burst(replicas, sustained, ready, active, triggered, state, significant)
 
 
 def short_window_replicas(

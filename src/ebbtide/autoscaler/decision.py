@@ -235,9 +235,9 @@ def _aim(
                 reason = f"burst: the last {policy.burst.window:g} s asks for {proposed}"
             steps.append(Step("burst", proposed, "BurstMode", burst.message(policy.burst)))
             scale_up = _unlimited(scale_up)
-        elif burst.sustained is not None:
+        elif burst.sustained is not None and burst.significant:
             # The stable window lags a surge by its length: never scale down below what the
-            # short window asks for right now.
+            # short window asks for right now (when it saw enough requests to say).
             floor = min(observation.current_replicas, burst.sustained)
     if policy.forecast is not None:
         forecast = forecast_replicas(state.samples, policy, policy.forecast, demand)
