@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import pytest
+
 from ebbtide.autoscaler import (
     KUBERNETES,
     LOCAL,
@@ -48,7 +50,7 @@ class Feed:
         self.in_flight_seconds += in_flight * seconds
         self.cpu_seconds += cores_each * seconds
         fleet = tuple(
-            ReplicaSample(f"r{i}", 0.0, True, self.start or 0.0, cpu_seconds=self.cpu_seconds)
+            ReplicaSample(f"r{i}", *self._started(i), cpu_seconds=self.cpu_seconds)
             for i in range(self.replicas)
         )
         traffic = Traffic(in_flight, self.requests_total, self.in_flight_seconds)
@@ -58,6 +60,13 @@ class Feed:
         self.replicas = decision.desired
         self.decisions.append(decision)
         return decision
+
+    def _started(self, index: int) -> tuple[float, bool, float]:
+        """(started_at, ready, ready_since): the first replica was there from the start; the
+        others started a second later, beside it, and took `start` seconds."""
+        if self.start is None or index == 0:
+            return 0.0, True, 0.0
+        return 1.0, True, 1.0 + self.start
 
 
 def steady_then_surge(feed: Feed) -> Decision:
@@ -89,6 +98,10 @@ def test_burst_mode_ends_a_stable_window_after_the_surge_and_the_count_holds() -
     calm = [feed.second(arrivals=40, in_flight=4.0) for _ in range(16)]
     # Burst mode lasts until the surge has passed through the 2 s stable window...
     assert [d.step("burst") is not None for d in calm[:3]] == [True, False, False]
+    assert explain(calm[0], feed.policy) == (
+        "holding 15 (burst mode): a surge 1 s ago asked for at least 200% of the ready "
+        "replicas: no scale-down until it has passed through the 2 s stable window"
+    )
     # ...and the scale-down window keeps the surge's recommendation for the burst hold: 32
     # starts of the 0.5 s assumed while no start has been measured.
     assert all(d.desired == 15 for d in calm[:-1])
@@ -147,7 +160,8 @@ def test_replicas_that_start_fast_are_let_go_sooner() -> None:
     steady_then_surge(feed)
     surge = feed.decisions[-1]
     assert surge.timing is not None
-    assert (surge.timing.start, surge.timing.measured) == (0.06, True)
+    assert surge.timing.start == pytest.approx(0.06)
+    assert surge.timing.measured
     assert (surge.timing.scale_down_window, surge.timing.burst_hold) == (2.0, 2.0)
     calm = [feed.second(arrivals=40, in_flight=4.0) for _ in range(2)]
     # Released once the 2 s have passed (the rate limit counts from the 2 replicas of 5 s ago).

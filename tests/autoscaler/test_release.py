@@ -13,7 +13,9 @@ SETTINGS = ReleaseTiming(window_starts=16.0, hold_starts=32.0, minimum=2.0, assu
 
 
 def seen(state: State, *replicas: ReplicaSample) -> State:
-    return note_starts(state, Observation(len(replicas), replicas, None), SETTINGS)
+    """A decision's view: the replicas given, beside one serving since long before."""
+    fleet = (ReplicaSample("first", 0.0, True, 0.0), *replicas)
+    return note_starts(state, Observation(len(fleet), fleet, None), SETTINGS)
 
 
 def started(name: str, at: float, took: float | None) -> ReplicaSample:
@@ -37,24 +39,36 @@ def test_each_replica_is_timed_once_when_it_becomes_ready() -> None:
     # Seen again, ready again later (a restart of its readiness): not a second start.
     state = seen(state, ReplicaSample("a", 10.0, True, 50.0), started("b", 20.0, 0.5))
     assert state.start_times == (0.25, 0.5)
-    assert state.timed == {"a", "b"}
+    assert state.timed == {"first", "a", "b"}
     # Gone replicas are forgotten; their starts are kept.
     state = seen(state, started("b", 20.0, 0.5))
-    assert state.timed == {"b"}
+    assert state.timed == {"first", "b"}
     assert state.start_times == (0.25, 0.5)
 
 
 def test_a_replica_ready_when_it_was_created_says_nothing() -> None:
     state = seen(State(), started("a", 0.0, 0.0))
     assert state.start_times == ()
+    assert state.timed == {"first", "a"}
+
+
+def test_a_start_with_no_replica_serving_says_nothing() -> None:
+    # The endpoint's first replica also warms the process the next ones are forked from.
+    alone = Observation(1, (started("a", 10.0, 2.0),), None)
+    state = note_starts(State(), alone, SETTINGS)
+    assert state.start_times == ()
     assert state.timed == {"a"}
+    # The next one, started beside it, is what a scale-up costs.
+    beside = Observation(2, (started("a", 10.0, 2.0), started("b", 20.0, 0.05)), None)
+    assert note_starts(state, beside, SETTINGS).start_times == pytest.approx((0.05,))
 
 
 def test_the_median_of_the_latest_starts_sets_the_windows() -> None:
     state = State()
     for i, took in enumerate([3.0, 0.05, 0.06, 0.07, 0.05, 0.04]):
-        state = seen(state, started(f"r{i}", 0.0, took))
-    assert state.start_times == (0.05, 0.06, 0.07, 0.05, 0.04)  # the first fell out
+        state = seen(state, started(f"r{i}", 1.0, took))
+    # The first fell out.
+    assert state.start_times == pytest.approx((0.05, 0.06, 0.07, 0.05, 0.04))
     local = policy(LOCAL, metrics=[pods_metric("concurrency", 2)])
     chosen = timing(local, state)
     assert chosen is not None

@@ -61,11 +61,18 @@ class Burst:
     """Whether the short window saw enough arrivals (`SURGE_MIN_ARRIVALS`) to be more than
     chance: neither a surge nor a floor under scale-down comes from fewer."""
 
-    def message(self, settings: BurstSettings) -> str:
+    def message(self, settings: BurstSettings, stable_window: float, now: float) -> str:
+        if self.triggered:
+            return (
+                f"the last {settings.window:g} s asks for {self.replicas} replicas, at least "
+                f"{settings.threshold * 100:.0f}% of the {self.ready} ready: scaling up at "
+                "once, no scale-down until a calm stabilization window has passed"
+            )
+        ago = now - (self.state.burst_last_triggered or now)
         return (
-            f"the last {settings.window:g} s asks for {self.replicas} replicas, at least "
-            f"{settings.threshold * 100:.0f}% of the {self.ready} ready: scaling up at once, "
-            "no scale-down until a calm stabilization window has passed"
+            f"a surge {ago:.2g} s ago asked for at least {settings.threshold * 100:.0f}% of the "
+            f"ready replicas: no scale-down until it has passed through the "
+            f"{stable_window:g} s stable window"
         )
 
 

@@ -233,7 +233,8 @@ def _aim(
             if (burst.replicas or 0) > proposed:
                 proposed = burst.replicas or 0
                 reason = f"burst: the last {policy.burst.window:g} s asks for {proposed}"
-            steps.append(Step("burst", proposed, "BurstMode", burst.message(policy.burst)))
+            message = burst.message(policy.burst, policy.metric_window, now)
+            steps.append(Step("burst", proposed, "BurstMode", message))
             scale_up = _unlimited(scale_up)
         elif burst.sustained is not None and burst.significant:
             # The stable window lags a surge by its length: never scale down below what the

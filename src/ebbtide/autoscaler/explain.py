@@ -73,20 +73,20 @@ def explain(decision: Decision, policy: Policy) -> str:
         if _held_by_burst(decision, window, stable.replicas):
             return (
                 f"holding {current} {plural}: the metrics ask for {wanted}, but what burst mode "
-                f"asked for within the last {hold:g} s still holds (a burst is remembered "
-                f"{hold:g} s, the scale-down stabilization window {window:g} s"
+                f"asked for within the last {hold:.3g} s still holds (a burst is remembered "
+                f"{hold:.3g} s, the scale-down stabilization window {window:.3g} s"
                 f"{_timing_source(decision, policy)})"
             )
         return (
             f"holding {current} {plural}: the metrics ask for {wanted}, but a higher "
-            f"recommendation within the last {window:g} s (the scale-down stabilization "
+            f"recommendation within the last {window:.3g} s (the scale-down stabilization "
             f"window{_timing_source(decision, policy)}) still holds"
         )
     if stable and stable.reason == "ScaleUpStabilized":
         window = policy.scale_up.stabilization_window
         return (
             f"holding {current} {plural}: the metrics ask for {wanted}, but a lower "
-            f"recommendation within the last {window:g} s (the scale-up stabilization window) "
+            f"recommendation within the last {window:.3g} s (the scale-up stabilization window) "
             "still holds"
         )
     return f"holding {current} {plural}: {usage}{_high_target_hint(chosen)}"

@@ -13,7 +13,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass, replace
 
-from ebbtide.autoscaler.observation import Observation
+from ebbtide.autoscaler.observation import Observation, ReplicaSample
 from ebbtide.autoscaler.policy import Policy
 from ebbtide.autoscaler.profiles import ReleaseTiming
 from ebbtide.autoscaler.state import State
@@ -41,8 +41,11 @@ class Timing:
 def note_starts(state: State, observation: Observation, settings: ReleaseTiming) -> State:
     """Record how long each replica that became ready since the last decision took to start.
 
-    A replica ready the instant it was created was there before the autoscaler was (a warm
-    start, or an adopted replica): it says nothing about start time."""
+    Only a start made while another replica was serving counts: that is what a released
+    replica's replacement takes. An endpoint's first replica (or one after scale to zero) may
+    also load the model into the process its siblings are forked from, seconds the next
+    replicas do not pay; and a replica ready the instant it was created was there before the
+    autoscaler was."""
     present = {r.name for r in observation.replicas}
     timed = state.timed & present
     starts = list(state.start_times)
@@ -51,12 +54,22 @@ def note_starts(state: State, observation: Observation, settings: ReleaseTiming)
             continue
         timed |= {replica.name}
         took = replica.ready_since - replica.started_at
-        if took > 0:
+        if took > 0 and _started_beside_a_ready_one(replica, observation):
             starts.append(took)
     kept = tuple(starts[-settings.samples :])
     if kept == state.start_times and timed == state.timed:
         return state
     return replace(state, start_times=kept, timed=frozenset(timed))
+
+
+def _started_beside_a_ready_one(replica: ReplicaSample, observation: Observation) -> bool:
+    return any(
+        other.name != replica.name
+        and other.ready
+        and other.ready_since is not None
+        and other.ready_since <= replica.started_at
+        for other in observation.replicas
+    )
 
 
 def timing(policy: Policy, state: State) -> Timing | None:
