@@ -76,6 +76,16 @@ def steady_then_surge(feed: Feed) -> Decision:
     return feed.second(arrivals=400, in_flight=30.0)
 
 
+def assert_held_then_released(
+    calm: list[Decision], count: int, elapsed: float, seconds: float
+) -> None:
+    """`count` held through every calm decision but the last, which comes `seconds` after the
+    surge and lets go."""
+    assert all(d.desired == count for d in calm[:-1])
+    assert elapsed == seconds
+    assert calm[-1].desired < count
+
+
 def concurrency_policy(**spec: object) -> Policy:
     return policy(LOCAL, metrics=[pods_metric("concurrency", 2)], **spec)  # type: ignore[arg-type]
 
@@ -104,9 +114,7 @@ def test_burst_mode_ends_a_stable_window_after_the_surge_and_the_count_holds() -
     )
     # ...and the scale-down window keeps the surge's recommendation for the burst hold: 32
     # starts of the 0.5 s assumed while no start has been measured.
-    assert all(d.desired == 15 for d in calm[:-1])
-    assert feed.now == surge_time + 16
-    assert calm[-1].desired < 15
+    assert_held_then_released(calm, 15, feed.now - surge_time, 16)
 
 
 def test_a_count_set_outside_burst_mode_is_held_for_the_scale_down_window_only() -> None:
@@ -149,9 +157,7 @@ def test_a_burst_is_held_twice_as_long_as_the_scale_down_window() -> None:
         "last 8 s (the scale-down stabilization window, 16 starts of 0.5 s, assumed until one "
         "is measured) still holds"
     )
-    assert all(d.desired == 15 for d in calm[:-1])
-    assert feed.now == surge_time + 16
-    assert calm[-1].desired < 15
+    assert_held_then_released(calm, 15, feed.now - surge_time, 16)
 
 
 def test_replicas_that_start_fast_are_let_go_sooner() -> None:
@@ -179,9 +185,7 @@ def test_replicas_that_start_slowly_are_kept_longer() -> None:
     calm = [feed.second(arrivals=40, in_flight=4.0) for _ in range(32)]
     assert calm[0].timing is not None
     assert (calm[0].timing.scale_down_window, calm[0].timing.burst_hold) == (16.0, 32.0)
-    assert all(d.desired == 15 for d in calm[:-1])
-    assert feed.now == surge_time + 32
-    assert calm[-1].desired < 15
+    assert_held_then_released(calm, 15, feed.now - surge_time, 32)
 
 
 def test_the_burst_hold_never_shortens_a_longer_scale_down_window() -> None:
@@ -191,9 +195,9 @@ def test_the_burst_hold_never_shortens_a_longer_scale_down_window() -> None:
     assert patient.scale_down.stabilization_window == 60
     feed = Feed(patient, replicas=2)
     steady_then_surge(feed)
+    surge_time = feed.now
     calm = [feed.second(arrivals=40, in_flight=4.0) for _ in range(60)]
-    assert all(d.desired == 15 for d in calm[:-1])
-    assert calm[-1].desired < 15
+    assert_held_then_released(calm, 15, feed.now - surge_time, 60)
 
 
 def test_a_shorter_scale_down_window_in_the_spec_governs_bursts_too() -> None:

@@ -57,7 +57,7 @@ class Burst:
     active: bool
     triggered: bool
     state: State
-    significant: bool = True
+    significant: bool
     """Whether the short window saw enough arrivals (`SURGE_MIN_ARRIVALS`) to be more than
     chance: neither a surge nor a floor under scale-down comes from fewer."""
 

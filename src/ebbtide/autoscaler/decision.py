@@ -56,11 +56,11 @@ class Decision:
     proposals: tuple[Proposal, ...] = ()
     """What each metric asked for, with its current value: the source of status metrics."""
     rescale_reason: str = ""
+    """Why the count changes, in the HPA's words: `cpu resource utilization (percentage of
+    request) above target`, `All metrics below target`."""
     timing: release.Timing | None = None
     """The scale-down window and burst hold this decision used, when they follow the measured
     replica start (`Policy.release`)."""
-    """Why the count changes, in the HPA's words: `cpu resource utilization (percentage of
-    request) above target`, `All metrics below target`."""
 
     @property
     def rescale(self) -> bool:
