@@ -217,6 +217,38 @@ def test_a_load_step_scales_up_within_bounds_and_back_down(
     assert "New size:" in events
 
 
+def test_scale_down_follows_the_measured_start_of_a_forked_replica(
+    plane: object, ebbtide_home: Path, tmp_path: Path
+) -> None:
+    # No scale-down window in the spec: the local profile's release timing applies. The first
+    # replica takes seconds (it also warms the process the others are forked from); those
+    # forked beside it start in hundredths of a second, so the windows sit at their 2 s floor,
+    # not at 16 starts of the 0.5 s assumed before any start is measured (8 s, 16 s for a
+    # burst), nor of the first replica's start (30 s and more).
+    endpoint = seed(tmp_path, spec__model__name="heavy-model", spec__autoscaling__maxReplicas=2)
+    ebbtide("apply", "-f", str(endpoint))
+    wait_for(lambda: ready_count(ebbtide_home) == 1, 60, "the first replica")
+    body = request_body(ebbtide_home, "heavy-model")
+    url = infer_url(ebbtide_home, model="heavy-model")
+    outcomes, _ = asyncio.run(open_loop(url, body, rate=60, seconds=6, during=None))
+    assert outcomes.count(200) == len(outcomes), set(outcomes)
+    assert status(ebbtide_home).get("replicas") == 2, "the load step scaled nothing"
+    load_ended = time.monotonic()
+    explanations: set[str] = set()
+
+    def released() -> bool:
+        current = status(ebbtide_home)
+        explanations.add(str(current.get("explanation", "")))
+        return current.get("replicas") == 1
+
+    wait_for(released, 30, "scale down to minReplicas")
+    took = time.monotonic() - load_ended
+    assert took < 12, f"released {took:.1f} s after the load; explanations: {explanations}"
+    assert not any("assumed until one is measured" in e for e in explanations), explanations
+    held = [e for e in explanations if "stabilization window" in e]
+    assert all("its 2 s floor" in e for e in held), held
+
+
 def test_kill_9_of_a_replica_under_load_loses_no_request(
     plane: object, ebbtide_home: Path, tmp_path: Path
 ) -> None:
