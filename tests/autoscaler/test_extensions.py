@@ -39,6 +39,8 @@ class Feed:
     cpu_seconds: float = 0.0
     state: State = field(default_factory=State)
     decisions: list[Decision] = field(default_factory=list)
+    observations: list[Observation] = field(default_factory=list)
+    """What each decision saw, in order."""
 
     def second(
         self, arrivals: int, in_flight: float, cores_each: float = 0.0, seconds: float = 1.0
@@ -55,6 +57,7 @@ class Feed:
         )
         traffic = Traffic(in_flight, self.requests_total, self.in_flight_seconds)
         observation = Observation(self.replicas, fleet, traffic)
+        self.observations.append(observation)
         decision = decide(observation, self.policy, self.state, self.now)
         self.state = decision.state
         self.replicas = decision.desired
@@ -370,9 +373,8 @@ def test_a_request_in_service_on_each_ready_replica_is_not_waiting() -> None:
         feed = Feed(rps, replicas=4, start=0.06)
         for _ in range(8):
             feed.second(arrivals=8, in_flight=in_flight, seconds=0.25)
-        fleet = tuple(ReplicaSample(f"r{i}", 0.0, True, 0.06) for i in range(4))
-        observation = Observation(4, fleet, Traffic(in_flight, feed.requests_total))
-        return short_window_replicas(observation, rps, rps.burst, feed.state.samples, None, 0)
+        seen = feed.observations[-1]
+        return short_window_replicas(seen, rps, rps.burst, feed.state.samples, None, feed.now)
 
     # 32 requests/s at 10 per replica: 4, with or without the four in service.
     assert short_window(4.0) == (4, 4)
@@ -403,11 +405,9 @@ def test_a_short_window_with_few_arrivals_holds_nothing_up() -> None:
     released_after = 1 + next(i for i, d in enumerate(kept) if d.desired == 1)
     # Five arrivals in that quarter second (20/s at 25 ms) ask for 2 replicas of 0.3 cores...
     feed, decision = trickle(5)
-    fleet = tuple(ReplicaSample(f"r{i}", 0.0, True, 0.06) for i in range(2))
-    observation = Observation(2, fleet, Traffic(0.0, feed.requests_total))
-    samples = decision.state.samples
-    demand = estimate(observation, seed_like, samples)
-    asked = short_window_replicas(observation, seed_like, seed_like.burst, samples, demand, 0)
+    seen, samples = feed.observations[-1], decision.state.samples
+    demand = estimate(seen, seed_like, samples)
+    asked = short_window_replicas(seen, seed_like, seed_like.burst, samples, demand, feed.now)
     assert asked == (2, 2)
     # ...but five is no evidence: the stable window's 1 wins.
     assert decision.step("short window") is None

@@ -166,6 +166,11 @@ KUBERNETES = Profile(
 )
 """Kubernetes' defaults, exactly: what an HPA on a cluster does with this spec."""
 
+_LOCAL_RELEASE = ReleaseTiming(window_starts=16.0, hold_starts=32.0, minimum=2.0, assumed_start=0.5)
+# The fixed windows are what the release timing gives at its assumed start; a measured start
+# replaces them at each decision.
+_LOCAL_WINDOW, _LOCAL_HOLD = _LOCAL_RELEASE.windows(_LOCAL_RELEASE.assumed_start)
+
 LOCAL = Profile(
     name="local",
     sync_period=0.25,
@@ -176,17 +181,16 @@ LOCAL = Profile(
         policies=(RatePolicy("Pods", 4, 1.0), RatePolicy("Percent", 100, 1.0)),
     ),
     scale_down=DirectionRules(
-        # What the release timing gives at its assumed start; a measured start replaces it.
-        stabilization_window=8.0,
+        stabilization_window=_LOCAL_WINDOW,
         select_policy="Max",
         policies=(RatePolicy("Percent", 50, 5.0),),
     ),
     cpu_initialization_period=10.0,
     initial_readiness_delay=2.0,
-    burst=BurstSettings(window=0.25, threshold=2.0, hold=16.0),
+    burst=BurstSettings(window=0.25, threshold=2.0, hold=_LOCAL_HOLD),
     zero=ZeroSettings(idle_period=30.0),
     forecast=ForecastSettings(history=60.0, horizon=5.0),
-    release=ReleaseTiming(window_starts=16.0, hold_starts=32.0, minimum=2.0, assumed_start=0.5),
+    release=_LOCAL_RELEASE,
 )
 """ebbtide's default on one machine: the HPA's algorithm on a clock matched to sub-second starts."""
 

@@ -87,6 +87,6 @@ def applied(policy: Policy, timing: Timing | None) -> Policy:
     """The policy with its scale-down window and burst hold set from `timing`."""
     if timing is None:
         return policy
-    burst = policy.burst and replace(policy.burst, hold=timing.burst_hold)
+    burst = None if policy.burst is None else replace(policy.burst, hold=timing.burst_hold)
     scale_down = replace(policy.scale_down, stabilization_window=timing.scale_down_window)
     return replace(policy, scale_down=scale_down, burst=burst)
