@@ -165,7 +165,49 @@ def test_malformed_and_oversized_requests_get_json_errors(fresh: list[Replica]) 
             answer = await reader.read()
             writer.close()
             assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n")
-            assert b'{"error": "both Content-Length and Transfer-Encoding are set"}' in answer
+            assert (
+                b'{"error": "both Content-Length and Transfer-Encoding are set: '
+                b'send one of them (RFC 9112 6.3)"}' in answer
+            )
+
+    run(scenario())
+
+
+SMUGGLED = [
+    b"POST /endpoints/iris/echo/x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n"
+    b"Content-Length: 4\r\n\r\n0\r\n\r\nGET /endpoints/iris/echo/smuggled HTTP/1.1\r\n\r\n",
+    b"POST /endpoints/iris/echo/x HTTP/1.1\r\nContent-Length: 0\r\nContent-Length: 44\r\n\r\n"
+    b"GET /endpoints/iris/echo/smuggled HTTP/1.1\r\n\r\n",
+    b"POST /endpoints/iris/echo/x HTTP/1.1\r\nTransfer-Encoding: xchunked\r\n\r\n"
+    b"0\r\n\r\nGET /endpoints/iris/echo/smuggled HTTP/1.1\r\n\r\n",
+    b"POST /endpoints/iris/echo/x HTTP/1.1\r\nTransfer-Encoding : chunked\r\n\r\n"
+    b"0\r\n\r\nGET /endpoints/iris/echo/smuggled HTTP/1.1\r\n\r\n",
+    b"POST /endpoints/iris/echo/x HTTP/1.1\r\nX: a\r\n Transfer-Encoding: chunked\r\n\r\n"
+    b"0\r\n\r\nGET /endpoints/iris/echo/smuggled HTTP/1.1\r\n\r\n",
+    b"POST /endpoints/iris/echo/x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"1;\n\r\nx\r\n0\r\n\r\nGET /endpoints/iris/echo/smuggled HTTP/1.1\r\n\r\n",
+]
+
+
+@pytest.mark.parametrize("raw", SMUGGLED)
+def test_request_smuggling_shapes_get_400_and_never_reach_a_replica(
+    fresh: list[Replica], raw: bytes
+) -> None:
+    a, _ = fresh
+
+    async def scenario() -> None:
+        async with running_gateway() as (gateway, _client):
+            gateway.set_upstreams(IRIS, [a.upstream])
+            host, port = gateway.address
+            reader, writer = await asyncio.open_connection(host, port)
+            writer.write(raw)
+            answer = await reader.read()
+            writer.close()
+            [(status, body)] = parse_responses(answer)
+            assert status in (400, 501)
+            assert json.loads(body)["error"]
+            assert a.received() == {}
+            assert gateway.traffic("default", "iris").arrivals == 0
 
     run(scenario())
 

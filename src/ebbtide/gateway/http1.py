@@ -1,18 +1,27 @@
 """HTTP/1.1 messages as a proxy sees them: one incremental parser for requests and responses.
 
 The gateway parses only what it must to forward a message: the start line, the headers, and
-the body's framing (Content-Length, chunked, or until the connection closes). It is pure
-Python on purpose: one parser for both directions and no optional dependency. It costs about
-6 µs for a typical 8-header inference request against httptools' 1.2 µs: some 10 µs of the
-0.1-0.2 ms the gateway adds per request (docs/gateway.md). The parser is strict where laxness
-lets a request be read two ways (both Content-Length and Transfer-Encoding, differing
-lengths, folded headers, space before the colon).
+the body's framing (Content-Length, chunked, or until the connection closes). llhttp (the
+parser of Node.js, through httptools) reads the bytes, with none of its leniencies on; this
+module turns its callbacks into events and adds the checks a proxy needs that llhttp leaves
+to its user: a bound on the head's size, the HTTP versions served, the end of a response to
+HEAD, and a response body in a coding the gateway cannot forward.
+
+Every message that could be read two ways is refused (400 to a client, 502 from a replica),
+since a proxy and the server behind it that split a byte stream differently is how requests
+are smuggled: both Content-Length and Transfer-Encoding, differing or repeated lengths,
+folded (obs-fold) headers, whitespace before a colon, a Transfer-Encoding whose last coding
+is not chunked or that is sent twice, malformed chunk sizes, bare CR or LF line ends, and
+data after `Connection: close`. docs/gateway.md lists them with their answers.
 """
 
 from __future__ import annotations
 
 import enum
+from collections import deque
 from dataclasses import dataclass
+
+import httptools
 
 CRLF = b"\r\n"
 HEAD_END = b"\r\n\r\n"
@@ -104,22 +113,15 @@ class ResponseHead:
 Event = RequestHead | ResponseHead | bytes | Signal
 """What `Parser.next_event` returns: a head, a piece of body, or a signal."""
 
-
-class _Body(enum.Enum):
-    NONE = 0
-    LENGTH = 1
-    CHUNK_SIZE = 2
-    CHUNK_DATA = 3
-    CHUNK_DATA_END = 4
-    TRAILERS = 5
-    UNTIL_CLOSE = 6
-    DONE = 7
+_LLHTTP = httptools.HttpRequestParser | httptools.HttpResponseParser
 
 
 class Parser:
     """Reads consecutive messages of one connection: `feed` bytes, then drain `next_event`.
 
     Each message yields its head, zero or more body pieces (de-chunked), then `Signal.END`.
+    A malformed message raises `MalformedMessageError` from `next_event` once the events
+    before it are drained, so pipelined requests ahead of a bad one are still answered.
     For responses, call `expect_response_to(method)` before each, since a response to HEAD
     has no body whatever its headers say.
     """
@@ -127,11 +129,23 @@ class Parser:
     def __init__(self, *, requests: bool, max_head_bytes: int = 65536) -> None:
         self._requests = requests
         self._max_head = max_head_bytes
-        self._buffer = b""
-        self._pos = 0
-        self._state = _Body.NONE
-        self._in_head = True
-        self._remaining = 0
+        self._llhttp = _strict(
+            httptools.HttpRequestParser(self) if requests else httptools.HttpResponseParser(self)
+        )
+        self._events: deque[Event | MalformedMessageError] = deque()
+        self._failed = False
+        self._finished = False  # after an upgrade or a HEAD response: nothing more is read
+        self._in_message = False
+        self._in_head = False
+        self._began_in_feed = False
+        self._length_body_in_feed = False
+        self._field_bytes = 0
+        self._unfinished_head_bytes = 0
+        self._target = b""
+        self._reason = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._chunked = False
+        self._until_close = False
         self._head_request = False
 
     def expect_response_to(self, method: bytes) -> None:
@@ -139,88 +153,153 @@ class Parser:
         self._head_request = method == b"HEAD"
 
     def feed(self, data: bytes) -> None:
-        if self._pos >= len(self._buffer):
-            self._buffer = data
+        if self._failed or self._finished:
+            return
+        self._began_in_feed = self._length_body_in_feed = False
+        try:
+            self._llhttp.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._finished = True  # the message is complete; what follows is not HTTP/1.1
+        except httptools.HttpParserCallbackError as error:
+            cause = error.__context__
+            if isinstance(cause, _HeadResponseEndError):
+                self._end_message()
+                self._finished = True
+            elif isinstance(cause, MalformedMessageError):
+                self._fail(cause)
+            else:
+                raise
+        except httptools.HttpParserError as error:
+            self._fail(self._refusal(error))
         else:
-            self._buffer = self._buffer[self._pos :] + data
-        self._pos = 0
+            if self._in_head:
+                self._count_unfinished_head(data)
+
+    def _count_unfinished_head(self, data: bytes) -> None:
+        # llhttp sets no limit on a head; this bounds what it buffers for an unfinished one.
+        # A head begun in this read is what follows the read's last blank line, unless a body
+        # by length came before it (then it is counted from the next read, a read late).
+        if self._began_in_feed:
+            if self._length_body_in_feed:
+                return
+            size = len(data) - (data.rfind(HEAD_END) + 4 if HEAD_END in data else 0)
+        else:
+            size = len(data)
+        self._unfinished_head_bytes += size
+        if self._unfinished_head_bytes > self._max_head:
+            self._fail(MalformedMessageError(_HEAD_TOO_LARGE, 431))
 
     @property
     def idle(self) -> bool:
         """Between messages with nothing buffered: a connection here may be reused."""
-        return self._in_head and self._pos >= len(self._buffer)
+        return not self._in_message and not self._events and not self._finished
 
     @property
     def reading_until_close(self) -> bool:
-        return self._state is _Body.UNTIL_CLOSE
+        return self._in_message and self._until_close and not self._in_head
 
     def feed_eof(self) -> Signal:
         """The peer closed. Ends a body read until close; anything else was cut short."""
-        if self._state is _Body.UNTIL_CLOSE:
-            self._state = _Body.NONE
-            self._in_head = True
+        if self.reading_until_close:
+            self._in_message = False
             return Signal.END
         raise MalformedMessageError("the connection closed in the middle of a message", 502)
 
     def next_event(self) -> Event:
-        if self._in_head:
-            return self._read_head()
-        state = self._state
-        if state is _Body.LENGTH:
-            return self._read_length()
-        if state is _Body.UNTIL_CLOSE:
-            return self._read_rest()
-        if state is _Body.NONE or state is _Body.DONE:
-            self._in_head = True
-            self._state = _Body.NONE
-            return Signal.END
-        return self._read_chunked()
+        if not self._events:
+            return Signal.NEED_DATA
+        event = self._events.popleft()
+        if isinstance(event, MalformedMessageError):
+            raise event
+        return event
+
+    def _fail(self, error: MalformedMessageError) -> None:
+        self._failed = True
+        self._events.append(error)
+
+    def _refusal(self, error: httptools.HttpParserError) -> MalformedMessageError:
+        reason = str(error)
+        status, message = _REFUSALS.get(reason, (400, ""))
+        if not self._requests:
+            return MalformedMessageError(f"a malformed response: {message or reason}", 502)
+        return MalformedMessageError(message or f"a malformed request: {reason}", status)
+
+    # llhttp's callbacks
+
+    def on_message_begin(self) -> None:
+        self._in_message = self._in_head = self._began_in_feed = True
+        self._field_bytes = self._unfinished_head_bytes = 0
+        self._target = self._reason = b""
+        self._headers = []
+
+    def on_url(self, url: bytes) -> None:
+        self._target += url
+        self._count_field(len(url))
+
+    def on_status(self, reason: bytes) -> None:
+        self._reason += reason
+        self._count_field(len(reason))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_field(len(name) + len(value) + 4)
+        if self._in_head:  # trailers (after a chunked body) are read and dropped
+            self._headers.append((name, value.rstrip(b" \t")))
+
+    def _count_field(self, size: int) -> None:
+        self._field_bytes += size
+        if self._field_bytes > self._max_head:
+            message = _HEAD_TOO_LARGE if self._in_head else "the trailers are too large"
+            raise MalformedMessageError(message, 431 if self._in_head else 400)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        fields = _Fields(self._headers)
+        self._chunked = fields.chunked
+        if self._requests:
+            self._events.append(self._request_head(fields))
+        else:
+            self._events.append(self._response_head(fields))
+
+    def on_body(self, body: bytes) -> None:
+        if not self._chunked:
+            self._length_body_in_feed = True
+        self._events.append(body)
+
+    def on_message_complete(self) -> None:
+        self._end_message()
+
+    def _end_message(self) -> None:
+        self._in_message = self._in_head = False
+        self._events.append(Signal.END)
 
     # heads
 
-    def _read_head(self) -> Event:
-        buffer = self._buffer
-        end = buffer.find(HEAD_END, self._pos)
-        if end < 0:
-            if len(buffer) - self._pos > self._max_head:
-                raise MalformedMessageError("the message head is too large", 431)
-            return Signal.NEED_DATA
-        if end - self._pos > self._max_head:
-            raise MalformedMessageError("the message head is too large", 431)
-        lines = buffer[self._pos : end].split(CRLF)
-        self._pos = end + 4
-        if self._requests and not lines[0]:
-            # RFC 9112 2.2: ignore an empty line before a request
-            while lines and not lines[0]:
-                lines.pop(0)
-            if not lines:
-                return self._read_head()
-        self._in_head = False
-        return self._request_head(lines) if self._requests else self._response_head(lines)
-
-    def _request_head(self, lines: list[bytes]) -> RequestHead:
-        parts = lines[0].split(b" ")
-        if len(parts) != 3 or not parts[0] or not parts[1]:
-            raise MalformedMessageError("the request line is not METHOD TARGET HTTP/1.1")
-        method, target, version = parts
-        if version == b"HTTP/1.1":
+    def _request_head(self, fields: _Fields) -> RequestHead:
+        llhttp = self._llhttp
+        assert isinstance(llhttp, httptools.HttpRequestParser)
+        version = llhttp.get_http_version()
+        if version == "1.1":
             http10 = False
-        elif version == b"HTTP/1.0":
+        elif version == "1.0":
             http10 = True
+        elif version == "0.9":
+            # llhttp reads a request line without a version as HTTP/0.9
+            raise MalformedMessageError("the request line is not METHOD TARGET HTTP/1.1")
         else:
-            raise MalformedMessageError("only HTTP/1.0 and HTTP/1.1 are served", 505)
-        fields = _Fields(lines)
+            raise MalformedMessageError(
+                f"only HTTP/1.0 and HTTP/1.1 are served, not HTTP/{version}", 505
+            )
+        method = llhttp.get_method()
+        if method == b"CONNECT":
+            raise MalformedMessageError("CONNECT is not served: the gateway is no tunnel", 501)
         tokens = fields.connection_tokens
         keep_alive = b"keep-alive" in tokens if http10 else b"close" not in tokens
-        if fields.chunked:
-            self._state = _Body.CHUNK_SIZE
-        elif fields.length:
-            self._state, self._remaining = _Body.LENGTH, fields.length
-        else:
-            self._state = _Body.NONE
+        if llhttp.should_upgrade():
+            # llhttp reads nothing after an upgrade: answer this request, then close
+            keep_alive = False
         return RequestHead(
             method,
-            target,
+            self._target,
             http10,
             fields.headers,
             fields.host,
@@ -231,130 +310,135 @@ class Parser:
             fields.chunked,
         )
 
-    def _response_head(self, lines: list[bytes]) -> ResponseHead:
-        version, _, rest = lines[0].partition(b" ")
-        code, _, reason = rest.partition(b" ")
-        if version not in (b"HTTP/1.1", b"HTTP/1.0") or len(code) != 3 or not code.isdigit():
-            raise MalformedMessageError(f"a malformed status line: {lines[0][:80]!r}", 502)
-        status = int(code)
-        fields = _Fields(lines)
+    def _response_head(self, fields: _Fields) -> ResponseHead:
+        llhttp = self._llhttp
+        assert isinstance(llhttp, httptools.HttpResponseParser)
+        status = llhttp.get_status_code()
+        version = llhttp.get_http_version()
+        if version not in ("1.1", "1.0"):
+            raise MalformedMessageError(f"a response in HTTP/{version}, not HTTP/1.1", 502)
         tokens = fields.connection_tokens
-        keep_alive = b"keep-alive" in tokens if version == b"HTTP/1.0" else b"close" not in tokens
+        keep_alive = b"keep-alive" in tokens if version == "1.0" else b"close" not in tokens
         no_body = self._head_request or status < 200 or status in (204, 304)
-        if no_body:
-            self._state = _Body.NONE
-        elif fields.chunked:
-            self._state = _Body.CHUNK_SIZE
-        elif fields.length is not None:
-            self._state = _Body.LENGTH if fields.length else _Body.NONE
-            self._remaining = fields.length
-        else:
-            self._state = _Body.UNTIL_CLOSE
+        self._until_close = not no_body and not fields.chunked and fields.length is None
+        if self._until_close:
             keep_alive = False
         has_length = no_body or fields.length is not None
-        return ResponseHead(status, reason, fields.headers, keep_alive, has_length, tokens)
-
-    # bodies
-
-    def _read_length(self) -> Event:
-        available = len(self._buffer) - self._pos
-        if not available:
-            return Signal.NEED_DATA
-        take = min(available, self._remaining)
-        piece = self._take(take)
-        self._remaining -= take
-        if not self._remaining:
-            self._state = _Body.DONE
-        return piece
-
-    def _read_rest(self) -> Event:
-        if self._pos >= len(self._buffer):
-            return Signal.NEED_DATA
-        return self._take(len(self._buffer) - self._pos)
-
-    def _take(self, size: int) -> bytes:
-        start = self._pos
-        self._pos = start + size
-        if start == 0 and size == len(self._buffer):
-            return self._buffer
-        return self._buffer[start : start + size]
-
-    def _read_chunked(self) -> Event:
-        while True:
-            state = self._state
-            if state is _Body.CHUNK_DATA:
-                event = self._read_length()
-                if self._state is _Body.DONE:
-                    self._state = _Body.CHUNK_DATA_END
-                return event
-            line = self._line()
-            if line is None:
-                return Signal.NEED_DATA
-            if state is _Body.CHUNK_DATA_END:
-                if line:
-                    raise MalformedMessageError("a chunk is longer than its declared size")
-                self._state = _Body.CHUNK_SIZE
-            elif state is _Body.CHUNK_SIZE:
-                size = _chunk_size(line)
-                if size:
-                    self._state, self._remaining = _Body.CHUNK_DATA, size
-                else:
-                    self._state = _Body.TRAILERS
-            elif not line:  # the empty line after (ignored) trailers
-                self._state = _Body.DONE
-                return self.next_event()
-
-    def _line(self) -> bytes | None:
-        end = self._buffer.find(CRLF, self._pos)
-        if end < 0:
-            if len(self._buffer) - self._pos > self._max_head:
-                raise MalformedMessageError("a chunk header or trailer line is too long")
-            return None
-        line = self._buffer[self._pos : end]
-        self._pos = end + 2
-        return line
+        head = ResponseHead(status, self._reason, fields.headers, keep_alive, has_length, tokens)
+        if self._head_request and status >= 200:
+            # llhttp cannot be told that a response has no body (httptools keeps its
+            # callback's answer to itself), so the parse stops here and the connection is
+            # not reused: what a replica sent after this head would be misread.
+            head.keep_alive = False
+            self._events.append(head)
+            raise _HeadResponseEndError
+        return head
 
 
-def _chunk_size(line: bytes) -> int:
-    digits = line.partition(b";")[0].strip(b" \t")
-    if not digits or len(digits) > 15 or digits.strip(_HEX_DIGITS):
-        raise MalformedMessageError(f"a malformed chunk size {digits[:20]!r}")
-    return int(digits, 16)
+class _HeadResponseEndError(Exception):
+    """Stops llhttp at the end of a response to HEAD."""
 
 
-_HEX_DIGITS = b"0123456789abcdefABCDEF"
+def _strict(parser: _LLHTTP) -> _LLHTTP:
+    # The defaults, spelled out: a proxy must read a message the way the replica behind it
+    # will, so none of llhttp's leniencies (each a known request-smuggling vector) is on.
+    parser.set_dangerous_leniencies(
+        lenient_headers=False,
+        lenient_chunked_length=False,
+        lenient_keep_alive=False,
+        lenient_transfer_encoding=False,
+        lenient_version=False,
+        lenient_data_after_close=False,
+        lenient_optional_lf_after_cr=False,
+        lenient_optional_cr_before_lf=False,
+        lenient_optional_crlf_after_chunk=False,
+        lenient_spaces_after_chunk_size=False,
+    )
+    return parser
+
+
+_HEAD_TOO_LARGE = "the message head is too large"
+
+_REFUSALS = {
+    "Transfer-Encoding can't be present with Content-Length": (
+        400,
+        "both Content-Length and Transfer-Encoding are set: send one of them (RFC 9112 6.3)",
+    ),
+    "Content-Length can't be present with Transfer-Encoding": (
+        400,
+        "both Content-Length and Transfer-Encoding are set: send one of them (RFC 9112 6.3)",
+    ),
+    "Duplicate Content-Length": (400, "Content-Length is sent more than once: send it once"),
+    "Invalid character in Content-Length": (400, "Content-Length is not a number"),
+    "Content-Length overflow": (400, "Content-Length is too large a number"),
+    "Unexpected whitespace after header value": (
+        400,
+        "a header line begins with whitespace (obs-fold, RFC 9112 5.2): "
+        "send each header on one line",
+    ),
+    "Unexpected space after start line": (
+        400,
+        "a header line begins with whitespace (obs-fold, RFC 9112 5.2): "
+        "send each header on one line",
+    ),
+    "Invalid header field char": (
+        400,
+        "a header name holds a character names cannot have (whitespace before the colon?)",
+    ),
+    "Request has invalid `Transfer-Encoding`": (
+        501,
+        "only the chunked transfer coding is read, and it must come last in Transfer-Encoding",
+    ),
+    "Invalid `Transfer-Encoding` header value": (
+        400,
+        "Transfer-Encoding names a coding after chunked, or is sent twice: "
+        "send one Transfer-Encoding ending in chunked",
+    ),
+    "Invalid character in chunk size": (
+        400,
+        "a malformed chunk size: a chunk starts with its size in hex digits and CRLF",
+    ),
+    "Chunk size overflow": (400, "a chunk size is too large a number"),
+    "Expected LF after chunk data": (400, "a chunk is longer than its declared size"),
+    "Invalid method encountered": (400, "the request method is not an HTTP method"),
+    "Data after `Connection: close`": (
+        400,
+        "a request follows one that closes the connection: send it on a new connection",
+    ),
+}
+"""llhttp's reasons for refusing a request, as a status and a message that names the fix."""
 
 
 class _Fields:
-    """The header lines of a head, with the few that matter to framing picked out."""
+    """The header lines of a head, with the few that matter to framing picked out.
+
+    llhttp has already refused differing or repeated lengths, a length beside chunked, and a
+    request whose codings do not end in chunked. A response whose codings do not end in
+    chunked it reads until close, undecoded; the gateway would forward that body without the
+    header that says how it is coded, so it refuses it here too.
+    """
 
     __slots__ = ("chunked", "connection_tokens", "expect_continue", "headers", "host", "length")
 
-    def __init__(self, lines: list[bytes]) -> None:
-        headers: list[tuple[bytes, bytes]] = []
+    def __init__(self, headers: list[tuple[bytes, bytes]]) -> None:
         length: int | None = None
         chunked = False
         expect_continue = False
         host = b""
         tokens: frozenset[bytes] = frozenset()
-        for line in lines[1:]:
-            name, colon, value = line.partition(b":")
-            if not colon or not name or name[-1:] in (b" ", b"\t") or line[:1] in (b" ", b"\t"):
-                raise MalformedMessageError(f"a malformed header line {line[:80]!r}")
-            value = value.strip(b" \t")
-            headers.append((name, value))
+        for name, value in headers:
             lower = name.lower()
             if lower == b"content-length":
-                length = _content_length(value, length)
+                length = int(value)
             elif lower == b"transfer-encoding":
-                codings = [c.strip().lower() for c in value.split(b",")]
+                codings = [c.strip(b" \t").lower() for c in value.split(b",")]
                 if codings[-1] != b"chunked":
                     raise MalformedMessageError("only the chunked transfer coding is read", 501)
                 chunked = True
             elif lower == b"host":
                 host = value
             elif lower == b"connection":
-                tokens = tokens | {t.strip().lower() for t in value.split(b",")}
+                tokens = tokens | {t.strip(b" \t").lower() for t in value.split(b",")}
             elif lower == b"expect":
                 expect_continue = value.lower() == b"100-continue"
         if chunked and length is not None:
@@ -365,15 +449,6 @@ class _Fields:
         self.host = host
         self.connection_tokens = tokens
         self.expect_continue = expect_continue
-
-
-def _content_length(value: bytes, previous: int | None) -> int:
-    if not value.isdigit():
-        raise MalformedMessageError(f"Content-Length {value[:20]!r} is not a number")
-    length = int(value)
-    if previous is not None and previous != length:
-        raise MalformedMessageError("two different Content-Length headers")
-    return length
 
 
 def forwarded_headers(
