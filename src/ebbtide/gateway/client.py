@@ -34,6 +34,7 @@ log = logging.getLogger("ebbtide.gateway")
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 MAX_PIPELINED = 16
+CLIENT_GONE = 499  # nginx's status for a request whose client left before its answer
 
 
 @dataclass(slots=True)
@@ -81,6 +82,7 @@ class ClientConnection(asyncio.Protocol):
         self._out: list[bytes] = []
         self._chunked = False
         self._response_done = False
+        self._answered = False
         self._keep_alive = True
         self._upstream: UpstreamConnection | None = None
         self._write_paused = False
@@ -161,9 +163,25 @@ class ClientConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
         self._pending.clear()
-        if self._task is not None:
+        # A request whose whole answer is already written is not cancelled: its handler only
+        # has its books left to close (the status, the replica's connection back to the pool).
+        if self._task is not None and not self._answered:
             self._task.cancel()
         self._on_close(self)
+
+    def status_seen(self, status: int) -> int:
+        """What the client of the current request saw, given the status its handler ended with.
+
+        The status of the answer if it was written whole to a live connection; 499 if the
+        client left before that; else `status` (an answer cut short by a failing replica).
+        Counted this way, metrics match what clients received whatever order the handler,
+        the replica and the client finish in.
+        """
+        if self._answered and self.response_status is not None:
+            return self.response_status
+        if self._lost:
+            return CLIENT_GONE
+        return status
 
     # the requests, one at a time
 
@@ -191,6 +209,7 @@ class ClientConnection(asyncio.Protocol):
         self._current = item
         self.response_status = None
         self._response_done = False
+        self._answered = False
         self._chunked = False
         self._keep_alive = item.head.keep_alive and not self.closing
         self._task = asyncio.get_running_loop().create_task(self._handler(self, item))
@@ -231,6 +250,7 @@ class ClientConnection(asyncio.Protocol):
         self._response_done = True
         if self._lost or self.transport is None:
             return
+        self._answered = True
         self.transport.write(
             simple_response(
                 status,
@@ -299,4 +319,5 @@ class ClientConnection(asyncio.Protocol):
             return
         if not self._lost and self.transport is not None:
             self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+            self._answered = self._response_done
         out.clear()

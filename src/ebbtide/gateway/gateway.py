@@ -19,7 +19,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from ebbtide.core.clock import SYSTEM_CLOCK, Clock
 from ebbtide.core.errors import NotFoundError, NotReadyError, OverloadedError
 from ebbtide.gateway.balancing import BalancingStrategy, PowerOfTwoChoices
-from ebbtide.gateway.client import ClientConnection, Request
+from ebbtide.gateway.client import CLIENT_GONE, ClientConnection, Request
 from ebbtide.gateway.endpoint import EndpointState, UpstreamState
 from ebbtide.gateway.http1 import (
     CRLF,
@@ -45,7 +45,6 @@ DemandCallback = Callable[[str, str], None]
 
 HEALTH_PATHS = (b"/healthz", b"/healthz/")
 METRICS_PATHS = (b"/metrics", b"/metrics/")
-CLIENT_GONE = 499  # nginx's status for a request whose client left before its answer
 
 
 class _NotSentError(Exception):
@@ -248,7 +247,7 @@ class Gateway:
             status = await self._proxy(client, request, endpoint, found.target)
         finally:
             now = self._clock.now()
-            stats.complete(now, status, now - started)
+            stats.complete(now, client.status_seen(status), now - started)
 
     async def _proxy(
         self, client: ClientConnection, request: Request, endpoint: EndpointState, target: bytes
