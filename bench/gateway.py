@@ -1,6 +1,7 @@
 """Gateway overhead: added latency (p50/p99) over calling a replica directly, and throughput.
 
     .venv/bin/python bench/gateway.py [--requests 3000] [--seconds 3] [--concurrency 32]
+                                      [--baseline DIR]
 
 Starts, as separate processes, a minimal replica (uvicorn + Starlette answering a fixed Open
 Inference Protocol v2 response) and the gateway in front of it (on uvloop when installed,
@@ -10,7 +11,12 @@ measures, side by side in one run:
 - latency at concurrency 1, direct and through the gateway, in interleaved rounds so that
   drift on a shared machine hits both alike; "added" is the difference of the percentiles;
 - requests per second at `--concurrency` connections for `--seconds`, direct and through
-  the gateway (closed loop: each connection sends its next request when answered).
+  the gateway (closed loop: each connection sends its next request when answered), in
+  alternating rounds as well.
+
+`--baseline DIR` adds gateways run from another source tree (DIR/src, say an older commit
+unpacked with `git archive`), measured in the same rounds by the same client, so that a
+change to the gateway is compared with what it replaces on the same machine at the same time.
 """
 
 from __future__ import annotations
@@ -173,10 +179,15 @@ def listening_socket() -> socket.socket:
     return listener
 
 
-def spawn(args: list[str], listener: socket.socket) -> subprocess.Popen[bytes]:
+def spawn(
+    args: list[str], listener: socket.socket, source: Path | None = None
+) -> subprocess.Popen[bytes]:
     command = [sys.executable, str(Path(__file__).resolve()), *args]
     command += ["--fd", str(listener.fileno())]
-    return subprocess.Popen(command, pass_fds=(listener.fileno(),))
+    env = None
+    if source is not None:  # ebbtide from that tree, ahead of the installed one
+        env = {**os.environ, "PYTHONPATH": str(source / "src")}
+    return subprocess.Popen(command, pass_fds=(listener.fileno(),), env=env)
 
 
 async def wait_answering(port: int, request: bytes) -> None:
@@ -207,22 +218,28 @@ async def measure(args: argparse.Namespace) -> list[tuple[str, float, float, flo
         upstream_port = upstream_listener.getsockname()[1]
         targets: dict[str, tuple[int, bytes]] = {"direct": (upstream_port, direct_request)}
         loops = ["uvloop", "asyncio"] if _has("uvloop") else ["asyncio"]
+        trees: list[tuple[str, Path | None]] = [("", None)]
+        if args.baseline is not None:
+            trees.append(("baseline ", Path(args.baseline).resolve()))
         for loop_kind in loops:
-            listener = listening_socket()
-            listeners.append(listener)
-            processes.append(
-                spawn(
-                    [
-                        "--serve-gateway",
-                        "--upstream",
-                        f"127.0.0.1:{upstream_port}",
-                        "--loop",
-                        loop_kind,
-                    ],
-                    listener,
+            for label, source in trees:
+                listener = listening_socket()
+                listeners.append(listener)
+                processes.append(
+                    spawn(
+                        [
+                            "--serve-gateway",
+                            "--upstream",
+                            f"127.0.0.1:{upstream_port}",
+                            "--loop",
+                            loop_kind,
+                        ],
+                        listener,
+                        source,
+                    )
                 )
-            )
-            targets[f"gateway ({loop_kind})"] = (listener.getsockname()[1], routed_request)
+                name = f"{label}gateway ({loop_kind})"
+                targets[name] = (listener.getsockname()[1], routed_request)
         for port, request in targets.values():
             await wait_answering(port, request)
 
@@ -231,10 +248,13 @@ async def measure(args: argparse.Namespace) -> list[tuple[str, float, float, flo
         for _ in range(rounds):
             for name, (port, request) in targets.items():
                 samples[name] += await latencies(port, request, args.requests // rounds)
-        rates = {
-            name: await throughput(port, request, args.concurrency, args.seconds)
-            for name, (port, request) in targets.items()
-        }
+        rates: dict[str, float] = dict.fromkeys(targets, 0.0)
+        throughput_rounds = 3
+        for _ in range(throughput_rounds):
+            for name, (port, request) in targets.items():
+                seconds = args.seconds / throughput_rounds
+                rates[name] += await throughput(port, request, args.concurrency, seconds)
+        rates = {name: rate / throughput_rounds for name, rate in rates.items()}
         return [
             (name, percentile(samples[name], 50), percentile(samples[name], 99), rates[name])
             for name in targets
@@ -262,15 +282,16 @@ def report(rows: list[tuple[str, float, float, float]], args: argparse.Namespace
     direct_p50, direct_p99 = rows[0][1], rows[0][2]
     print(
         f"{args.requests} requests at concurrency 1 (10 interleaved rounds); "
-        f"throughput at {args.concurrency} connections for {args.seconds:g} s; "
+        f"throughput at {args.concurrency} connections for {args.seconds:g} s "
+        "(3 interleaved rounds); "
         f"{os.cpu_count()} cores shared by client, gateway and replica"
     )
-    print(f"{'path':<20}{'p50 ms':>9}{'p99 ms':>9}{'added p50':>11}{'added p99':>11}{'req/s':>9}")
+    print(f"{'path':<29}{'p50 ms':>9}{'p99 ms':>9}{'added p50':>11}{'added p99':>11}{'req/s':>9}")
     for name, p50, p99, rate in rows:
         added50 = "" if name == "direct" else f"{(p50 - direct_p50) * 1000:.3f}"
         added99 = "" if name == "direct" else f"{(p99 - direct_p99) * 1000:.3f}"
         print(
-            f"{name:<20}{p50 * 1000:>9.3f}{p99 * 1000:>9.3f}{added50:>11}{added99:>11}{rate:>9.0f}"
+            f"{name:<29}{p50 * 1000:>9.3f}{p99 * 1000:>9.3f}{added50:>11}{added99:>11}{rate:>9.0f}"
         )
 
 
@@ -279,6 +300,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument(
+        "--baseline", metavar="DIR", help="also run the gateway from the source tree DIR/src"
+    )
     parser.add_argument("--serve-upstream", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--serve-gateway", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--upstream", help=argparse.SUPPRESS)

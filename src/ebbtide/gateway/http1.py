@@ -234,22 +234,27 @@ class Parser:
 
     def on_url(self, url: bytes) -> None:
         self._target += url
-        self._count_field(len(url))
+        self._field_bytes += len(url)
+        if self._field_bytes > self._max_head:
+            self._refuse_large_head()
 
     def on_status(self, reason: bytes) -> None:
         self._reason += reason
-        self._count_field(len(reason))
+        self._field_bytes += len(reason)
+        if self._field_bytes > self._max_head:
+            self._refuse_large_head()
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._count_field(len(name) + len(value) + 4)
+        self._field_bytes += len(name) + len(value) + 4
+        if self._field_bytes > self._max_head:
+            self._refuse_large_head()
         if self._in_head:  # trailers (after a chunked body) are read and dropped
             self._headers.append((name, value.rstrip(b" \t")))
 
-    def _count_field(self, size: int) -> None:
-        self._field_bytes += size
-        if self._field_bytes > self._max_head:
-            message = _HEAD_TOO_LARGE if self._in_head else "the trailers are too large"
-            raise MalformedMessageError(message, 431 if self._in_head else 400)
+    def _refuse_large_head(self) -> None:
+        if self._in_head:
+            raise MalformedMessageError(_HEAD_TOO_LARGE, 431)
+        raise MalformedMessageError("the trailers are too large")
 
     def on_headers_complete(self) -> None:
         self._in_head = False
