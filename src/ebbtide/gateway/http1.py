@@ -406,6 +406,23 @@ _REFUSALS = {
     "Chunk size overflow": (400, "a chunk size is too large a number"),
     "Expected LF after chunk data": (400, "a chunk is longer than its declared size"),
     "Invalid method encountered": (400, "the request method is not an HTTP method"),
+    "Expected HTTP/, RTSP/ or ICE/": (
+        400,
+        "the request line is not METHOD TARGET HTTP/1.1 (a space in the target?)",
+    ),
+    "Invalid header value char": (
+        400,
+        "a header value holds a control character (NUL, vertical tab, bare CR)",
+    ),
+    "Missing expected LF after header value": (
+        400,
+        "a header line ends in CR without LF: end every line with CRLF",
+    ),
+    "Expected CRLF after version": (400, "the request line does not end with CRLF"),
+    "Missing expected CR after header value": (
+        400,
+        "a header line ends in LF without CR: end every line with CRLF",
+    ),
     "Data after `Connection: close`": (
         400,
         "a request follows one that closes the connection: send it on a new connection",
