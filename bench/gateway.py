@@ -12,7 +12,7 @@ measures, side by side in one run:
   drift on a shared machine hits both alike; "added" is the difference of the percentiles;
 - requests per second at `--concurrency` connections for `--seconds`, direct and through
   the gateway (closed loop: each connection sends its next request when answered), in
-  alternating rounds as well.
+  interleaved rounds as well, reported as the median round.
 
 `--baseline DIR` adds gateways run from another source tree (DIR/src, say an older commit
 unpacked with `git archive`), measured in the same rounds by the same client, so that a
@@ -48,6 +48,10 @@ RESPONSE = {
     "model_version": "v1",
     "outputs": [{"name": "predict", "shape": [1], "datatype": "INT64", "data": [0]}],
 }
+
+
+ROUNDS = 10
+"""Latency and throughput are measured in this many rounds, the paths taking turns."""
 
 
 def build_request(path: str) -> bytes:
@@ -244,19 +248,24 @@ async def measure(args: argparse.Namespace) -> list[tuple[str, float, float, flo
             await wait_answering(port, request)
 
         samples: dict[str, list[float]] = {name: [] for name in targets}
-        rounds = 10
-        for _ in range(rounds):
+        for _ in range(ROUNDS):
             for name, (port, request) in targets.items():
-                samples[name] += await latencies(port, request, args.requests // rounds)
-        rates: dict[str, float] = dict.fromkeys(targets, 0.0)
-        throughput_rounds = 3
-        for _ in range(throughput_rounds):
-            for name, (port, request) in targets.items():
-                seconds = args.seconds / throughput_rounds
-                rates[name] += await throughput(port, request, args.concurrency, seconds)
-        rates = {name: rate / throughput_rounds for name, rate in rates.items()}
+                samples[name] += await latencies(port, request, args.requests // ROUNDS)
+        rates: dict[str, list[float]] = {name: [] for name in targets}
+        order = list(targets)
+        for _ in range(ROUNDS):
+            for name in order:
+                port, request = targets[name]
+                seconds = args.seconds / ROUNDS
+                rates[name].append(await throughput(port, request, args.concurrency, seconds))
+            order = order[1:] + order[:1]  # no path always runs first, or after the same one
         return [
-            (name, percentile(samples[name], 50), percentile(samples[name], 99), rates[name])
+            (
+                name,
+                percentile(samples[name], 50),
+                percentile(samples[name], 99),
+                percentile(rates[name], 50),
+            )
             for name in targets
         ]
     finally:
@@ -281,9 +290,9 @@ def _has(module: str) -> bool:
 def report(rows: list[tuple[str, float, float, float]], args: argparse.Namespace) -> None:
     direct_p50, direct_p99 = rows[0][1], rows[0][2]
     print(
-        f"{args.requests} requests at concurrency 1 (10 interleaved rounds); "
+        f"{args.requests} requests at concurrency 1 ({ROUNDS} interleaved rounds); "
         f"throughput at {args.concurrency} connections for {args.seconds:g} s "
-        "(3 interleaved rounds); "
+        f"(median of {ROUNDS} interleaved rounds); "
         f"{os.cpu_count()} cores shared by client, gateway and replica"
     )
     print(f"{'path':<29}{'p50 ms':>9}{'p99 ms':>9}{'added p50':>11}{'added p99':>11}{'req/s':>9}")
