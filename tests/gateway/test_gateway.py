@@ -124,6 +124,8 @@ def test_streams_status_codes_and_pipelining(fresh: list[Replica]) -> None:
             head = await client.head("/endpoints/iris/echo/x")
             assert head.status_code == 200
             assert head.content == b""
+            after_head = await client.get("/endpoints/iris/echo/y")
+            assert after_head.json()["path"] == "/echo/y"
 
             host, port = gateway.address
             reader, writer = await asyncio.open_connection(host, port)
@@ -143,6 +145,31 @@ def test_streams_status_codes_and_pipelining(fresh: list[Replica]) -> None:
                 ("/echo/2", "abc"),
                 ("/echo/3", ""),
             ]
+
+    run(scenario())
+
+
+def test_an_upgrade_is_answered_as_a_plain_request_then_the_connection_closes(
+    fresh: list[Replica],
+) -> None:
+    a, _ = fresh
+
+    async def scenario() -> None:
+        async with running_gateway() as (gateway, _client):
+            gateway.set_upstreams(IRIS, [a.upstream])
+            host, port = gateway.address
+            reader, writer = await asyncio.open_connection(host, port)
+            writer.write(
+                b"GET /endpoints/iris/echo/u HTTP/1.1\r\nHost: g\r\nConnection: upgrade\r\n"
+                b"Upgrade: websocket\r\n\r\n\x81\x85not http"
+            )
+            answer = await reader.read()  # until the gateway closes
+            writer.close()
+            assert b"\r\nconnection: close\r\n\r\n" in answer
+            [(status, body)] = parse_responses(answer)
+            echoed = json.loads(body)
+            assert (status, echoed["path"]) == (200, "/echo/u")
+            assert "upgrade" not in echoed["headers"]
 
     run(scenario())
 
