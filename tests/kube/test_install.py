@@ -90,7 +90,8 @@ def test_the_webhook_reaches_the_operator_through_its_service() -> None:
     container = objects["Deployment"]["spec"]["template"]["spec"]["containers"][0]
     ports = {port["name"]: port["containerPort"] for port in container["ports"]}
     assert service["spec"]["selector"] == {"app": "ebbtide-operator"}
-    assert service["spec"]["ports"][0]["targetPort"] == "webhook" and "webhook" in ports
+    assert service["spec"]["ports"][0]["targetPort"] == "webhook"
+    assert "webhook" in ports
     webhook = objects["ValidatingWebhookConfiguration"]["webhooks"][0]
     assert webhook["clientConfig"] == {
         "service": {
