@@ -49,7 +49,7 @@ def test_operator_tells_the_endpoints_which_image_and_claim_to_use() -> None:
     deployment = next(o for o in install_manifests(options=options) if o["kind"] == "Deployment")
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == "registry.local/ebbtide:dev"
-    env = {item["name"]: item["value"] for item in container["env"]}
+    env = {item["name"]: item.get("value") for item in container["env"]}
     assert env["EBBTIDE_IMAGE"] == "registry.local/ebbtide:dev"
     assert env["EBBTIDE_MODELS_CLAIM"] == "models"
 
@@ -107,6 +107,11 @@ def test_the_webhook_reaches_the_operator_through_its_service() -> None:
     command = container["command"]
     assert command[command.index("--webhook-service") + 1] == "ml-platform/ebbtide-operator"
     assert command[command.index("--webhook-port") + 1] == str(ports["webhook"])
+    assert command[command.index("--host") + 1] == "$(POD_IP)"
+    assert container["env"][0] == {
+        "name": "POD_IP",
+        "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}},
+    }
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "healthz"}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "healthz"}
 

@@ -168,6 +168,9 @@ def operator(
         list[str] | None,
         typer.Option("-n", "--namespace", help="Watch only these namespaces (default: all)."),
     ] = None,
+    host: Annotated[
+        str, typer.Option(help="Where the health and webhook ports listen (in a pod: its IP).")
+    ] = "0.0.0.0",
     health_port: Annotated[
         int | None,
         typer.Option(help="Serve /healthz (liveness) and /readyz (readiness) on this port."),
@@ -201,7 +204,7 @@ def operator(
         target = None
         if webhook_service is not None or webhook_url is not None:
             target = WebhookTarget.parse(webhook_service, webhook_url)
-        config = OperatorConfig(options, namespaces or [], health_port, webhook_port, target)
+        config = OperatorConfig(options, namespaces or [], host, health_port, webhook_port, target)
         run_operator(config)
 
 

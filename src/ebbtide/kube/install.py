@@ -131,10 +131,13 @@ def operator_deployment(namespace: str, options: RenderOptions) -> dict[str, Any
     """One operator replica (Recreate: never two at once), in the same image as the model
     server, told which image and model claim the endpoints it renders should use."""
     labels = {"app": OPERATOR_NAME, **PART_OF}
-    command = ["ebbtide", "kube", "operator", "--health-port", str(HEALTH_PORT)]
+    # The kubelet expands $(POD_IP): the ports listen on the pod's own address only.
+    command = ["ebbtide", "kube", "operator", "--host", "$(POD_IP)"]
+    command += ["--health-port", str(HEALTH_PORT)]
     command += ["--webhook-service", f"{namespace}/{OPERATOR_NAME}"]
     command += ["--webhook-port", str(WEBHOOK_PORT)]
     env = [
+        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
         {"name": "EBBTIDE_IMAGE", "value": options.image},
         {"name": "EBBTIDE_MODELS_CLAIM", "value": options.models_claim},
         {"name": "EBBTIDE_STORAGE_INITIALIZER", "value": options.storage_initializer_image},

@@ -53,6 +53,8 @@ class OperatorConfig:
     options: RenderOptions = field(default_factory=RenderOptions)
     namespaces: Sequence[str] = ()
     """Watch only these namespaces; every namespace when empty."""
+    host: str = "0.0.0.0"
+    """The address the health and webhook ports listen on (in a pod: the pod's IP)."""
     health_port: int | None = None
     """Serve /healthz (liveness) and /readyz (readiness) on this port."""
     webhook_port: int = WEBHOOK_PORT
@@ -110,7 +112,7 @@ def build_registry(config: OperatorConfig) -> Any:
         if config.health_port is not None:
             health = HealthServer(alive, lambda: bool(state["ready"]) and alive())
             state["servers"].append(health)
-            await health.start("0.0.0.0", config.health_port)
+            await health.start(config.host, config.health_port)
         try:
             cluster = KubernetesCluster.from_environment()
             state["cluster"] = cluster
@@ -132,7 +134,7 @@ def build_registry(config: OperatorConfig) -> Any:
         identity = make_identity(*target.names(), SYSTEM_CLOCK.wall())
         server = WebhookServer(identity, config.options)
         state["servers"].append(server)
-        await server.start("0.0.0.0", config.webhook_port)
+        await server.start(config.host, config.webhook_port)
         manifest = webhook_configuration(target, identity.ca)
         await cluster.apply_webhook_configuration(manifest)
         state["tasks"].append(asyncio.create_task(keep_ca_bundle(cluster, manifest)))
