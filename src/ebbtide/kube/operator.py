@@ -143,7 +143,15 @@ def build_registry(config: OperatorConfig) -> Any:
         state["servers"].append(server)
         await server.start(config.host, config.webhook_port)
         manifest = webhook_configuration(target, identity.ca)
-        await cluster.apply_webhook_configuration(manifest)
+        try:
+            await cluster.apply_webhook_configuration(manifest)
+        except KubernetesError as error:
+            where = "--webhook-url" if target.url else "--webhook-service"
+            raise KubernetesError(
+                f"{error}; the operator only writes its CA into the configuration that "
+                f"`ebbtide kube install` creates, whose clientConfig must name the same target "
+                f"as {where}"
+            ) from error
         state["tasks"].append(asyncio.create_task(keep_ca_bundle(cluster, manifest)))
 
     @kopf.on.cleanup(registry=registry)
