@@ -1,0 +1,304 @@
+"""The operator on a real API server, run as its pod runs: the service account's token and CA
+at /var/run/secrets/kubernetes.io/serviceaccount (in a private mount namespace), the
+KUBERNETES_SERVICE_* variables, no kubeconfig, the least-privilege RBAC `ebbtide kube install`
+grants. Then the real kubectl: every seed mistake refused at `kubectl apply` with `ebbtide
+validate`'s words, warnings printed as warnings, applies refused while the operator is down
+(failure policy Fail), the HPA in the API version the server serves, and a SIGKILLed operator
+that converges on restart without writing anything.
+
+Needs an API server on this machine (the webhook listens on 127.0.0.1), root and `unshare`;
+skipped with the reason otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import httpx
+import pytest
+import yaml
+
+from ebbtide.kube.admission import WEBHOOK_NAME, WebhookTarget, webhook_configuration
+from ebbtide.kube.crd import CRD_NAME, cel_supported, crd_manifest, parse_server_version
+from ebbtide.kube.install import rbac_manifests
+from tests.kube.admission import admission_errors
+from tests.kube.test_admission import crd_without_cel
+from tests.kube.test_cluster_e2e import eventually, get, kubectl, why_no_cluster
+from tests.spec.cases import INVALID_CASES, SEED, seed_with
+
+pytestmark = [pytest.mark.cluster, pytest.mark.integration]
+NAME = "my-model-endpoint"
+SERVICE_ACCOUNT_DIR = "/run/secrets/kubernetes.io/serviceaccount"
+START_SECONDS = 60.0
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def why_not_here() -> str | None:
+    reason = why_no_cluster()
+    if reason:
+        return reason
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        return "running the operator as a pod runs needs root and unshare (util-linux)"
+    server = urlparse(
+        kubectl("config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}")
+    )
+    if server.hostname not in ("127.0.0.1", "localhost"):
+        return f"the webhook listens on 127.0.0.1, out of reach of the API server {server.hostname}"
+    return None
+
+
+class PodLikeOperator:
+    """`ebbtide kube operator` with only what a pod would have."""
+
+    def __init__(self, folder: Path, namespace: str) -> None:
+        self.folder, self.namespace = folder, namespace
+        self.health_port, self.webhook_port = free_port(), free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.runs = 0
+        raw = json.loads(kubectl("config", "view", "--raw", "--minify", "-o", "json"))
+        cluster = raw["clusters"][0]["cluster"]
+        self.server = urlparse(cluster["server"])
+        secrets = folder / "serviceaccount"
+        secrets.mkdir()
+        if "certificate-authority-data" in cluster:
+            import base64
+
+            ca = base64.b64decode(cluster["certificate-authority-data"])
+        else:
+            ca = Path(cluster["certificate-authority"]).read_bytes()
+        (secrets / "ca.crt").write_bytes(ca)
+        (secrets / "namespace").write_text(namespace)
+        token = kubectl("create", "token", "ebbtide-operator", "-n", namespace, "--duration=2h")
+        (secrets / "token").write_text(token.strip())
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.webhook_port}"
+
+    @property
+    def log(self) -> Path:
+        return self.folder / f"operator-{self.runs}.log"
+
+    def start(self) -> None:
+        self.runs += 1
+        operator = [
+            sys.executable, "-m", "ebbtide", "kube", "operator", "-n", self.namespace,
+            "--host", "127.0.0.1", "--health-port", str(self.health_port),
+            "--webhook-url", self.url, "--webhook-port", str(self.webhook_port),
+        ]  # fmt: skip
+        script = (
+            f"mount -t tmpfs tmpfs /run && mkdir -p {SERVICE_ACCOUNT_DIR} && "
+            f'cp {self.folder / "serviceaccount"}/* {SERVICE_ACCOUNT_DIR}/ && exec "$@"'
+        )
+        environment = {
+            key: value
+            for key, value in os.environ.items()
+            if key not in ("KUBECONFIG",) and not key.startswith("KUBERNETES_")
+        }
+        environment |= {
+            "HOME": str(self.folder),  # no ~/.kube/config to fall back on
+            "KUBERNETES_SERVICE_HOST": str(self.server.hostname),
+            "KUBERNETES_SERVICE_PORT": str(self.server.port or 443),
+        }
+        command = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh"]
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(
+                [*command, *operator], stdout=log, stderr=subprocess.STDOUT, env=environment
+            )
+
+    def wait_ready(self) -> None:
+        def ready() -> bool:
+            assert self.process is not None
+            assert self.process.poll() is None, self.log.read_text()
+            try:
+                return httpx.get(f"http://127.0.0.1:{self.health_port}/readyz").status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        deadline = time.monotonic() + START_SECONDS
+        while not ready():
+            assert time.monotonic() < deadline, f"not ready in time:\n{self.log.read_text()}"
+            time.sleep(0.5)
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup handler runs."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=20)
+        self.process = None
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+        self.process = None
+
+
+@pytest.fixture(scope="module")
+def cluster(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[str, PodLikeOperator, bool]]:
+    reason = why_not_here()
+    if reason:
+        pytest.skip(reason)
+    version = parse_server_version(json.loads(kubectl("version", "-o", "json"))["serverVersion"])
+    cel = cel_supported(version)
+    namespace = f"ebbtide-op-e2e-{os.getpid()}"
+    crd_existed = get("crd", "default", CRD_NAME) is not None
+    apply = ["apply", "--server-side", "--field-manager=ebbtide", "-f", "-"]
+    kubectl(*apply, stdin=yaml.safe_dump(crd_manifest(cel)))
+    kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=30s")
+    kubectl("create", "namespace", namespace)
+    kubectl(*apply, stdin=yaml.safe_dump_all(rbac_manifests(namespace)))
+    operator = PodLikeOperator(tmp_path_factory.mktemp("operator"), namespace)
+    # As `ebbtide kube install` creates it, but pointing at this machine: no caBundle yet.
+    kubectl(*apply, stdin=yaml.safe_dump(webhook_configuration(WebhookTarget(url=operator.url))))
+    operator.start()
+    try:
+        operator.wait_ready()
+        yield namespace, operator, cel
+    finally:
+        operator.stop()
+        # First the webhook (failure policy Fail: with no operator it would refuse every apply).
+        kubectl("delete", "validatingwebhookconfiguration", "ebbtide-operator", check=False)
+        for manifest in reversed(rbac_manifests(namespace)):
+            kind, name = manifest["kind"].lower(), manifest["metadata"]["name"]
+            if kind != "serviceaccount":
+                kubectl("delete", kind, name, "--wait=false", check=False)
+        kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+        if not crd_existed:
+            kubectl("delete", "crd", CRD_NAME, "--wait=false", check=False)
+
+
+def apply_endpoint(namespace: str, document: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    document = {**document, "metadata": {**document["metadata"], "namespace": namespace}}
+    return subprocess.run(
+        ["kubectl", "apply", "-f", "-"],
+        input=yaml.safe_dump(document),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def validate_says(namespace: str, document: dict[str, Any]) -> list[str]:
+    from ebbtide.core.errors import SpecError
+    from ebbtide.spec.validation import validate_document
+
+    body = {**document, "metadata": {**document["metadata"], "namespace": namespace}}
+    with pytest.raises(SpecError) as caught:
+        validate_document(body, f"{namespace}/{NAME}")
+    return caught.value.problems
+
+
+@pytest.mark.parametrize(
+    ("case", "document", "fragment"),
+    [
+        pytest.param(case, document, fragment, id=case)
+        for case, document, fragment, _ in INVALID_CASES
+    ],
+)
+def test_kubectl_apply_refuses_each_seed_mistake(
+    cluster: tuple[str, PodLikeOperator, bool], case: str, document: dict[str, Any], fragment: str
+) -> None:
+    namespace, _, cel = cluster
+    result = apply_endpoint(namespace, document)
+    assert result.returncode != 0, f"{case} was stored: {result.stdout}"
+    assert get("ie", namespace) is None
+    reaches_webhook = not admission_errors(crd_without_cel(), json.loads(json.dumps(document)))
+    if reaches_webhook and not cel:
+        expected = "\n".join(validate_says(namespace, document))
+        assert f'admission webhook "{WEBHOOK_NAME}" denied the request: {expected}' in result.stderr
+    elif reaches_webhook:  # CEL may answer first, in validate's words too
+        assert fragment in result.stderr
+
+
+def test_a_warning_is_printed_and_the_endpoint_created(
+    cluster: tuple[str, PodLikeOperator, bool],
+) -> None:
+    namespace, _, _ = cluster
+    result = apply_endpoint(namespace, seed_with("spec.autoscaling.minReplicas", 5))
+    try:
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == f"inferenceendpoint.mlops.example.com/{NAME} created"
+        assert (
+            f"Warning: {namespace}/{NAME}: spec.autoscaling.minReplicas: minReplicas equals "
+            "maxReplicas (5): autoscaling is disabled, the endpoint always runs 5 replicas; "
+            "fix: set minReplicas lower than maxReplicas to let it scale up and down"
+        ) in result.stderr
+    finally:
+        kubectl("delete", "ie", NAME, "-n", namespace, check=False)
+        eventually(lambda: get("ie", namespace) is None, "the endpoint to go")
+
+
+def children(namespace: str, hpa_resource: str) -> dict[str, tuple[str, Any, list[Any]]]:
+    """uid, generation and the operator's last write of each child."""
+    found = {}
+    for kind in ("deployment", "service", hpa_resource):
+        shown = ["get", kind, NAME, "-n", namespace, "-o", "json", "--show-managed-fields"]
+        metadata = json.loads(kubectl(*shown)).get("metadata", {})
+        writes = [
+            (entry.get("apiVersion"), entry.get("time"))
+            for entry in metadata.get("managedFields", [])
+            if entry.get("manager") == "ebbtide-operator"
+        ]
+        found[kind] = (metadata.get("uid"), metadata.get("generation"), writes)
+    return found
+
+
+def test_sigkill_then_restart_converges_without_writing(
+    cluster: tuple[str, PodLikeOperator, bool],
+) -> None:
+    namespace, operator, _ = cluster
+    served = kubectl("api-versions").split()
+    hpa_version = "autoscaling/v2" if "autoscaling/v2" in served else "autoscaling/v2beta2"
+    hpa_resource = f"horizontalpodautoscalers.{hpa_version.split('/')[1]}.autoscaling"
+    assert apply_endpoint(namespace, SEED).returncode == 0
+    eventually(lambda: all(u for u, _, _ in children(namespace, hpa_resource).values()), "children")
+    eventually(
+        lambda: (get("ie", namespace) or {}).get("status", {}).get("observedGeneration") == 1,
+        "the operator's status",
+    )
+    before = children(namespace, hpa_resource)
+    # The HPA was written in the version discovery found, by the operator's one field manager.
+    assert {version for version, _ in before[hpa_resource][2]} == {hpa_version}
+
+    operator.kill()
+    down = apply_endpoint(namespace, seed_with("spec.autoscaling.maxReplicas", 6))
+    assert down.returncode != 0, "an apply went through with no webhook to check it"
+    assert f'failed calling webhook "{WEBHOOK_NAME}"' in down.stderr
+
+    operator.start()
+    operator.wait_ready()
+    time.sleep(5)  # one full reconcile pass of the endpoint
+    assert children(namespace, hpa_resource) == before, "the restarted operator rewrote objects"
+    for kind in ("deployments", "services", hpa_resource):
+        listed = json.loads(
+            kubectl("get", kind, "-n", namespace, "-l", f"app={NAME}", "-o", "json")
+        )
+        assert len(listed["items"]) == 1, (
+            f"{kind}: {[i['metadata']['name'] for i in listed['items']]}"
+        )
+    assert " apply " not in operator.log.read_text()
+    kubectl("delete", "ie", NAME, "-n", namespace)
