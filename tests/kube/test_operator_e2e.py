@@ -166,6 +166,8 @@ def cluster(
     cel = cel_supported(version)
     namespace = f"ebbtide-op-e2e-{os.getpid()}"
     crd_existed = get("crd", "default", CRD_NAME) is not None
+    # An install already on the cluster keeps its cluster-wide RBAC when the test ends.
+    rbac_existed = get("clusterrole", "default", "ebbtide-operator") is not None
     apply = ["apply", "--server-side", "--field-manager=ebbtide", "-f", "-"]
     kubectl(*apply, stdin=yaml.safe_dump(crd_manifest(cel)))
     kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=30s")
@@ -184,7 +186,7 @@ def cluster(
         kubectl("delete", "validatingwebhookconfiguration", "ebbtide-operator", check=False)
         for manifest in reversed(rbac_manifests(namespace)):
             kind, name = manifest["kind"].lower(), manifest["metadata"]["name"]
-            if kind != "serviceaccount":
+            if kind != "serviceaccount" and not rbac_existed:
                 kubectl("delete", kind, name, "--wait=false", check=False)
         kubectl("delete", "namespace", namespace, "--wait=false", check=False)
         if not crd_existed:
