@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from ebbtide.kube.crd import CRD_NAME, cel_supported, crd_manifest, parse_server_version
+from ebbtide.kube.crd import CRD_NAME, crd_manifest
 from tests.spec.cases import SEED, seed_with
 
 pytestmark = [pytest.mark.cluster, pytest.mark.integration]
@@ -108,9 +108,8 @@ def namespace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, O
         pytest.skip(reason)
     name = f"ebbtide-e2e-{os.getpid()}"
     crd_existed = get("crd", "default", CRD_NAME) is not None
-    crd = crd_manifest(server_has_cel())
     kubectl("apply", "--server-side", "--field-manager=ebbtide-e2e", "-f", "-",
-            stdin=yaml.safe_dump(crd))  # fmt: skip
+            stdin=yaml.safe_dump(crd_manifest()))  # fmt: skip
     kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=30s")
     kubectl("create", "namespace", name)
     operator = Operator(name, tmp_path_factory.mktemp("operator") / "operator.log")
@@ -124,19 +123,6 @@ def namespace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, O
             kubectl("delete", "crd", CRD_NAME, "--wait=false", check=False)
 
 
-def server_has_cel() -> bool:
-    version = json.loads(kubectl("version", "-o", "json"))["serverVersion"]
-    return cel_supported(parse_server_version(version))
-
-
-def hpa_resource() -> str:
-    """The HPA in the version the operator writes (plain `hpa` is autoscaling/v1 before 1.23,
-    which shows no metrics)."""
-    served = kubectl("api-versions").split()
-    version = "v2" if "autoscaling/v2" in served else "v2beta2"
-    return f"horizontalpodautoscalers.{version}.autoscaling"
-
-
 def apply_endpoint(namespace: str, document: dict[str, Any], check: bool = True) -> str:
     document = {**document, "metadata": {**document["metadata"], "namespace": namespace}}
     return kubectl("apply", "-f", "-", stdin=yaml.safe_dump(document), check=check)
@@ -146,9 +132,8 @@ def operator_writes(namespace: str) -> list[tuple[str, Any, Any]]:
     """Per child: its generation and when the operator's field manager last changed it
     (a no-op server-side apply changes neither; other controllers' status updates don't)."""
     found = []
-    for kind in ("deployment", "service", hpa_resource()):
-        shown = ["get", kind, NAME, "-n", namespace, "-o", "json", "--show-managed-fields"]
-        metadata = json.loads(kubectl(*shown)).get("metadata", {})
+    for kind in ("deployment", "service", "hpa"):
+        metadata = (get(kind, namespace) or {}).get("metadata", {})
         times = [
             entry.get("time")
             for entry in metadata.get("managedFields", [])
@@ -161,7 +146,7 @@ def operator_writes(namespace: str) -> list[tuple[str, Any, Any]]:
 def test_endpoint_lifecycle_on_a_real_cluster(namespace: tuple[str, Operator]) -> None:
     ns, operator = namespace
     apply_endpoint(ns, SEED)
-    hpa = eventually(lambda: get(hpa_resource(), ns), "the HorizontalPodAutoscaler")
+    hpa = eventually(lambda: get("hpa", ns), "the HorizontalPodAutoscaler")
     target = hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"]
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"], target) == (1, 5, 60)
     deployment = eventually(lambda: get("deployment", ns), "the Deployment")
@@ -179,22 +164,10 @@ def test_endpoint_lifecycle_on_a_real_cluster(namespace: tuple[str, Operator]) -
     assert header == ["NAME", "MIN", "MAX", "REPLICAS", "TARGET", "READY", "AGE"]
 
     apply_endpoint(ns, seed_with("spec.autoscaling.maxReplicas", 7))
-    eventually(lambda: (get(hpa_resource(), ns) or {})["spec"]["maxReplicas"] == 7, "maxReplicas 7")
+    eventually(lambda: (get("hpa", ns) or {})["spec"]["maxReplicas"] == 7, "maxReplicas 7")
 
-    answer = apply_endpoint(ns, seed_with("spec.autoscaling.minReplicas", 9), check=False)
-    if server_has_cel():
-        assert "greater than maxReplicas" in answer
-    else:
-        # No CEL and (here) no webhook: stored, and the operator refuses it in the status.
-        # test_operator_e2e.py runs the webhook that refuses it at apply.
-        eventually(
-            lambda: any(
-                c.get("reason") == "InvalidSpec"
-                for c in (get("ie", ns) or {}).get("status", {}).get("conditions", [])
-            ),
-            "Ready=False InvalidSpec",
-        )
-        assert (get(hpa_resource(), ns) or {})["spec"]["maxReplicas"] == 7
+    refused = apply_endpoint(ns, seed_with("spec.autoscaling.minReplicas", 9), check=False)
+    assert "greater than maxReplicas" in refused
 
     before = operator_writes(ns)
     operator.stop()
@@ -204,4 +177,4 @@ def test_endpoint_lifecycle_on_a_real_cluster(namespace: tuple[str, Operator]) -
 
     kubectl("delete", "ie", NAME, "-n", ns)
     eventually(lambda: get("deployment", ns) is None, "the Deployment to be deleted")
-    eventually(lambda: get(hpa_resource(), ns) is None, "the HorizontalPodAutoscaler to be deleted")
+    eventually(lambda: get("hpa", ns) is None, "the HorizontalPodAutoscaler to be deleted")

@@ -19,7 +19,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -33,13 +33,63 @@ from ebbtide.kube.crd import CRD_NAME, cel_supported, crd_manifest, parse_server
 from ebbtide.kube.install import rbac_manifests
 from tests.kube.admission import admission_errors
 from tests.kube.test_admission import crd_without_cel
-from tests.kube.test_cluster_e2e import eventually, get, kubectl, why_no_cluster
 from tests.spec.cases import INVALID_CASES, SEED, seed_with
 
 pytestmark = [pytest.mark.cluster, pytest.mark.integration]
 NAME = "my-model-endpoint"
 SERVICE_ACCOUNT_DIR = "/run/secrets/kubernetes.io/serviceaccount"
 START_SECONDS = 60.0
+
+
+WAIT_SECONDS = 40.0
+
+
+def kubectl(*arguments: str, stdin: str | None = None, check: bool = True) -> str:
+    completed = subprocess.run(
+        ["kubectl", *arguments], input=stdin, capture_output=True, text=True, timeout=60
+    )
+    if check and completed.returncode != 0:
+        raise AssertionError(f"kubectl {' '.join(arguments)}: {completed.stderr}")
+    return completed.stdout + (completed.stderr if not check else "")
+
+
+def get(kind: str, namespace: str, name: str = NAME) -> dict[str, Any] | None:
+    found = subprocess.run(
+        ["kubectl", "get", kind, name, "-n", namespace, "-o", "json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return json.loads(found.stdout) if found.returncode == 0 else None
+
+
+def eventually(check: Callable[[], Any], what: str) -> Any:
+    deadline = time.monotonic() + WAIT_SECONDS
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {WAIT_SECONDS:g}s waiting for {what}")
+
+
+def why_no_cluster() -> str | None:
+    """None when the cluster of KUBECONFIG answers; otherwise the reason to skip."""
+    if shutil.which("kubectl") is None:
+        return "kubectl is not installed"
+    if not os.environ.get("KUBECONFIG") and not (Path.home() / ".kube" / "config").exists():
+        return "no Kubernetes cluster: KUBECONFIG is unset and ~/.kube/config does not exist"
+    probe = subprocess.run(
+        ["kubectl", "version", "--request-timeout=5s", "-o", "json"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    if probe.returncode != 0 or "serverVersion" not in probe.stdout:
+        detail = (probe.stderr.strip().splitlines() or ["no answer"])[-1]
+        return f"the cluster is not reachable: {detail}"
+    return None
 
 
 def free_port() -> int:
