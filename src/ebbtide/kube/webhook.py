@@ -1,5 +1,6 @@
-"""The operator's validating admission webhook: its TLS identity, its HTTPS server, its
-configuration object, and the health endpoints the kubelet probes.
+"""The operator's validating admission webhook: its TLS identity and its HTTPS server; and the
+health endpoints the kubelet probes. (What it decides, and its configuration object, are in
+`ebbtide.kube.admission`.)
 
 At every start the operator makes a fresh CA and a serving certificate signed by it (for the
 webhook Service's DNS names), serves `ebbtide.kube.admission` over HTTPS with them, and writes
@@ -140,7 +141,7 @@ class WebhookServer:
         context = self.identity.server_context(Path(self._folder.name))
         site = web.TCPSite(self._runner, host, port, ssl_context=context)
         await site.start()
-        self.port = _bound_port(site)
+        self.port = _bound_port(self._runner)
         logger.info("admission webhook serving on https://%s:%d%s", host, self.port, WEBHOOK_PATH)
         return self.port
 
@@ -184,7 +185,7 @@ class HealthServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
-        self.port = _bound_port(site)
+        self.port = _bound_port(self._runner)
         return self.port
 
     async def stop(self) -> None:
@@ -202,7 +203,7 @@ class HealthServer:
         return answer
 
 
-def _bound_port(site: web.TCPSite) -> int:
-    server = site._server  # aiohttp keeps the asyncio server here; its sockets tell the port
-    sockets = getattr(server, "sockets", None) or []
-    return int(sockets[0].getsockname()[1]) if sockets else 0
+def _bound_port(runner: web.AppRunner) -> int:
+    """The port the runner's one site listens on (asked for 0: the one the OS chose)."""
+    address = runner.addresses[0]
+    return int(address[1])
