@@ -6,8 +6,9 @@ validate`'s words, warnings printed as warnings, applies refused while the opera
 (failure policy Fail), the HPA in the API version the server serves, and a SIGKILLed operator
 that converges on restart without writing anything.
 
-Needs an API server on this machine (the webhook listens on 127.0.0.1), root and `unshare`;
-skipped with the reason otherwise.
+Runs on a control plane of its own (the project's testbed), or on the cluster of
+EBBTIDE_E2E_KUBECONFIG when its API server is on this machine (the webhook listens on
+127.0.0.1). Needs root and `unshare`.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from ebbtide.kube.admission import WEBHOOK_NAME, WebhookTarget, webhook_configur
 from ebbtide.kube.crd import CRD_NAME, cel_supported, crd_manifest, parse_server_version
 from ebbtide.kube.install import rbac_manifests
 from tests.kube.admission import admission_errors
+from tests.kube.conftest import KUBECONFIG_VARIABLE
 from tests.kube.test_admission import crd_without_cel
 from tests.spec.cases import INVALID_CASES, SEED, seed_with
 
@@ -73,25 +75,6 @@ def eventually(check: Callable[[], Any], what: str) -> Any:
     raise AssertionError(f"timed out after {WAIT_SECONDS:g}s waiting for {what}")
 
 
-def why_no_cluster() -> str | None:
-    """None when the cluster of KUBECONFIG answers; otherwise the reason to skip."""
-    if shutil.which("kubectl") is None:
-        return "kubectl is not installed"
-    if not os.environ.get("KUBECONFIG") and not (Path.home() / ".kube" / "config").exists():
-        return "no Kubernetes cluster: KUBECONFIG is unset and ~/.kube/config does not exist"
-    probe = subprocess.run(
-        ["kubectl", "version", "--request-timeout=5s", "-o", "json"],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=30,
-    )
-    if probe.returncode != 0 or "serverVersion" not in probe.stdout:
-        detail = (probe.stderr.strip().splitlines() or ["no answer"])[-1]
-        return f"the cluster is not reachable: {detail}"
-    return None
-
-
 def free_port() -> int:
     import socket
 
@@ -100,18 +83,42 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def why_not_here() -> str | None:
-    reason = why_no_cluster()
-    if reason:
-        return reason
-    if os.geteuid() != 0 or shutil.which("unshare") is None:
-        return "running the operator as a pod runs needs root and unshare (util-linux)"
+def webhook_reachable() -> str | None:
+    """None when the API server of the current context can call a webhook on 127.0.0.1."""
     server = urlparse(
         kubectl("config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}")
     )
     if server.hostname not in ("127.0.0.1", "localhost"):
         return f"the webhook listens on 127.0.0.1, out of reach of the API server {server.hostname}"
     return None
+
+
+@pytest.fixture(scope="module")
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """KUBECONFIG for this module: the cluster of EBBTIDE_E2E_KUBECONFIG when set, else a
+    control plane of its own (the project's 1.20.2 testbed without its node: the operator runs
+    here as a process), apart from the walkthrough's cluster, whose installed operator and
+    webhook would otherwise answer for these endpoints too."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("running the operator as a pod runs needs root and unshare (util-linux)")
+    configured = os.environ.get(KUBECONFIG_VARIABLE)
+    with pytest.MonkeyPatch.context() as patch:
+        if configured:
+            patch.setenv("KUBECONFIG", configured)
+            reason = webhook_reachable()
+            if reason:
+                pytest.skip(reason)
+            yield
+            return
+        from testbed.cluster import Cluster
+
+        own = Cluster(tmp_path_factory.mktemp("control-plane"))
+        own.start(with_node=False)
+        try:
+            patch.setenv("KUBECONFIG", str(own.kubeconfig))
+            yield
+        finally:
+            own.stop()
 
 
 class PodLikeOperator:
@@ -207,11 +214,8 @@ class PodLikeOperator:
 
 @pytest.fixture(scope="module")
 def cluster(
-    tmp_path_factory: pytest.TempPathFactory,
+    control_plane: None, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[str, PodLikeOperator, bool]]:
-    reason = why_not_here()
-    if reason:
-        pytest.skip(reason)
     version = parse_server_version(json.loads(kubectl("version", "-o", "json"))["serverVersion"])
     cel = cel_supported(version)
     namespace = f"ebbtide-op-e2e-{os.getpid()}"
