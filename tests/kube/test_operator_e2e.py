@@ -33,7 +33,6 @@ from ebbtide.kube.admission import WEBHOOK_NAME, WebhookTarget, webhook_configur
 from ebbtide.kube.crd import CRD_NAME, cel_supported, crd_manifest, parse_server_version
 from ebbtide.kube.install import rbac_manifests
 from tests.kube.admission import admission_errors
-from tests.kube.conftest import KUBECONFIG_VARIABLE
 from tests.kube.test_admission import crd_without_cel
 from tests.spec.cases import INVALID_CASES, SEED, seed_with
 
@@ -44,6 +43,8 @@ START_SECONDS = 60.0
 
 
 WAIT_SECONDS = 40.0
+# As tests/kube/conftest.py names it: another cluster for the end-to-end tests.
+KUBECONFIG_VARIABLE = "EBBTIDE_E2E_KUBECONFIG"
 
 
 def kubectl(*arguments: str, stdin: str | None = None, check: bool = True) -> str:
@@ -110,8 +111,12 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
                 pytest.skip(reason)
             yield
             return
-        from testbed.cluster import Cluster
-
+        try:
+            from testbed.cluster import Cluster
+        except ImportError:
+            pytest.skip(
+                f"no testbed/ in this checkout to start a control plane; set {KUBECONFIG_VARIABLE}"
+            )
         own = Cluster(tmp_path_factory.mktemp("control-plane"))
         own.start(with_node=False)
         try:
@@ -228,7 +233,9 @@ def cluster(
     kubectl("create", "namespace", namespace)
     kubectl(*apply, stdin=yaml.safe_dump_all(rbac_manifests(namespace)))
     operator = PodLikeOperator(tmp_path_factory.mktemp("operator"), namespace)
-    # As `ebbtide kube install` creates it, but pointing at this machine: no caBundle yet.
+    # As `ebbtide kube install` creates it, but pointing at this machine: no caBundle yet. (It
+    # replaces an installed one, whose Service this test's operator is not behind.)
+    kubectl("delete", "validatingwebhookconfiguration", "ebbtide-operator", "--ignore-not-found")
     kubectl(*apply, stdin=yaml.safe_dump(webhook_configuration(WebhookTarget(url=operator.url))))
     operator.start()
     try:
