@@ -36,7 +36,8 @@ from tests.kube.admission import admission_errors
 from tests.kube.test_admission import crd_without_cel
 from tests.spec.cases import INVALID_CASES, SEED, seed_with
 
-pytestmark = [pytest.mark.cluster, pytest.mark.integration]
+# The first test also starts the control plane, which builds Kubernetes when it is not cached.
+pytestmark = [pytest.mark.cluster, pytest.mark.integration, pytest.mark.timeout(600)]
 NAME = "my-model-endpoint"
 SERVICE_ACCOUNT_DIR = "/run/secrets/kubernetes.io/serviceaccount"
 START_SECONDS = 60.0
