@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import ipaddress
+from urllib.parse import urlsplit
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -170,7 +171,7 @@ class WebhookTarget:
         if self.namespace and self.service:
             dns = service_dns_names(self.namespace, self.service) + dns
         if self.url is not None:
-            host = self.url.removeprefix("https://").split("/")[0].rsplit(":", 1)[0].strip("[]")
+            host = urlsplit(self.url).hostname or "localhost"
             try:
                 ipaddress.ip_address(host)
             except ValueError:
