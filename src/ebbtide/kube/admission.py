@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import base64
 import ipaddress
-from urllib.parse import urlsplit
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from ebbtide.core.errors import SpecError
 from ebbtide.kube.manifests import RenderOptions, render
