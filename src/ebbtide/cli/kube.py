@@ -232,8 +232,8 @@ def operator(
     webhook_url: Annotated[
         str | None,
         typer.Option(
-            help="Serve the webhook and tell the API server to call it at this https:// URL "
-            "(an operator running outside the cluster)."
+            help="Serve the webhook for an API server that calls this https:// URL (an "
+            "operator outside the cluster; the webhook configuration must name the same URL)."
         ),
     ] = None,
     webhook_port: Annotated[int, typer.Option(help="The webhook's HTTPS port.")] = WEBHOOK_PORT,
