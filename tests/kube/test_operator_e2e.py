@@ -255,6 +255,13 @@ def cluster(
             kubectl("delete", "crd", CRD_NAME, "--wait=false", check=False)
 
 
+def delete_endpoint(namespace: str) -> None:
+    """Delete the endpoint and wait for what it owned to go, so the next test starts clean."""
+    kubectl("delete", "ie", NAME, "-n", namespace, "--ignore-not-found")
+    for kind in ("ie", "deployment", "service"):
+        eventually(lambda kind=kind: get(kind, namespace) is None, f"the {kind} to go")
+
+
 def apply_endpoint(namespace: str, document: dict[str, Any]) -> subprocess.CompletedProcess[str]:
     document = {**document, "metadata": {**document["metadata"], "namespace": namespace}}
     return subprocess.run(
@@ -312,8 +319,27 @@ def test_a_warning_is_printed_and_the_endpoint_created(
             "fix: set minReplicas lower than maxReplicas to let it scale up and down"
         ) in result.stderr
     finally:
-        kubectl("delete", "ie", NAME, "-n", namespace, check=False)
-        eventually(lambda: get("ie", namespace) is None, "the endpoint to go")
+        delete_endpoint(namespace)
+
+
+def test_kubectl_scale_beyond_max_is_refused(cluster: tuple[str, PodLikeOperator, bool]) -> None:
+    namespace, _, _ = cluster
+    assert apply_endpoint(namespace, SEED).returncode == 0
+    try:
+        scale = ["kubectl", "scale", "ie", NAME, "-n", namespace]
+        refused = subprocess.run(
+            [*scale, "--replicas=9"], capture_output=True, text=True, timeout=60, check=False
+        )
+        assert refused.returncode != 0
+        assert (
+            f"denied the request: error: {namespace}/{NAME}: spec.autoscaling.minReplicas: "
+            "minReplicas (9) is greater than maxReplicas (5)"
+        ) in refused.stderr
+        kubectl("scale", "ie", NAME, "-n", namespace, "--replicas=3")
+        floor = (get("ie", namespace) or {})["spec"]["autoscaling"]["minReplicas"]
+        assert floor == 3
+    finally:
+        delete_endpoint(namespace)
 
 
 def children(namespace: str, hpa_resource: str) -> dict[str, tuple[str, Any, list[Any]]]:
