@@ -6,6 +6,7 @@ kubectl; `kube operator` needs the extra (kopf and the kubernetes client).
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -15,8 +16,10 @@ import typer
 import yaml
 
 from ebbtide.cli.output import as_list, dump
-from ebbtide.kube.crd import CRD_NAME, crd_manifest
-from ebbtide.kube.install import DEFAULT_OPERATOR_NAMESPACE, install_manifests
+from ebbtide.core.errors import KubernetesError
+from ebbtide.kube.admission import WEBHOOK_PORT
+from ebbtide.kube.crd import CRD_NAME, cel_supported, crd_manifest, parse_server_version
+from ebbtide.kube.install import DEFAULT_OPERATOR_NAMESPACE, OPERATOR_NAME, install_manifests
 from ebbtide.kube.manifests import (
     DEFAULT_IMAGE,
     DEFAULT_MODELS_CLAIM,
@@ -52,6 +55,16 @@ InitializerOption = Annotated[
 ]
 
 
+CelOption = Annotated[
+    bool,
+    typer.Option(
+        "--cel/--no-cel",
+        help="Keep the CRD's CEL rules (Kubernetes 1.28 and newer; older servers refuse them, "
+        "and the operator's webhook makes the same checks).",
+    ),
+]
+
+
 def register(root: typer.Typer) -> None:
     """Add `render` and the `kube` group to the root command."""
     root.command("render")(render)
@@ -77,12 +90,25 @@ def render(
     image: ImageOption = DEFAULT_IMAGE,
     models_claim: ClaimOption = DEFAULT_MODELS_CLAIM,
     storage_initializer: InitializerOption = DEFAULT_STORAGE_INITIALIZER,
+    hpa_version: Annotated[
+        str,
+        typer.Option(
+            help="The HorizontalPodAutoscaler API: v2 (Kubernetes 1.23 and newer) or v2beta2 "
+            "(1.20 to 1.25). The operator finds out which by asking the server."
+        ),
+    ] = "v2",
 ) -> None:
     """Print the Deployment, Service and HorizontalPodAutoscaler the operator would create."""
     from ebbtide.cli.main import guarded, load_endpoints
 
-    options = RenderOptions(image, "IfNotPresent", models_claim, storage_initializer)
     with guarded():
+        options = RenderOptions(
+            image,
+            "IfNotPresent",
+            models_claim,
+            storage_initializer,
+            hpa_api_version=f"autoscaling/{hpa_version.removeprefix('autoscaling/')}",
+        )
         endpoints, warnings, _ = load_endpoints(files)
         objects: list[dict[str, Any]] = []
         notes = list(warnings)
@@ -96,9 +122,9 @@ def render(
 
 
 @app.command("crd")
-def crd(output: ManifestOutput = "yaml") -> None:
+def crd(output: ManifestOutput = "yaml", cel: CelOption = True) -> None:
     """Print the InferenceEndpoint CustomResourceDefinition (schema from the spec models)."""
-    emit([crd_manifest()], output)
+    emit([crd_manifest(cel)], output)
 
 
 @app.command("install")
@@ -113,17 +139,34 @@ def install(
     image: ImageOption = DEFAULT_IMAGE,
     models_claim: ClaimOption = DEFAULT_MODELS_CLAIM,
     storage_initializer: InitializerOption = DEFAULT_STORAGE_INITIALIZER,
+    cel: Annotated[
+        bool | None,
+        typer.Option(
+            "--cel/--no-cel",
+            help="Keep the CRD's CEL rules (Kubernetes 1.28 and newer). Default: yes when "
+            "printing; with --apply, as the server's version allows.",
+        ),
+    ] = None,
+    wait: Annotated[
+        bool,
+        typer.Option(
+            "--wait/--no-wait",
+            help="With --apply, wait until the operator is ready (its webhook admits endpoints).",
+        ),
+    ] = True,
 ) -> None:
-    """Print (or --apply) the CRD, the operator's least-privilege RBAC and its Deployment."""
+    """Print (or --apply) the CRD, the operator's RBAC, Deployment and admission webhook."""
     options = RenderOptions(image, "IfNotPresent", models_claim, storage_initializer)
-    objects = install_manifests(namespace, options)
     if not apply:
-        emit(objects, output)
+        emit(install_manifests(namespace, options, True if cel is None else cel), output)
         return
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         typer.echo("error: --apply needs kubectl on PATH; or pipe the output to it", err=True)
         raise typer.Exit(1)
+    if cel is None:
+        cel = cel_supported(_server_version(kubectl))
+    objects = install_manifests(namespace, options, cel)
     # The CRD first, and established, so the operator finds it served when it starts.
     crd_index = next(i for i, o in enumerate(objects) if o["kind"] == "CustomResourceDefinition")
     _kubectl(
@@ -137,6 +180,24 @@ def install(
         ["apply", "--server-side", "--field-manager=ebbtide", "-f", "-"],
         objects[crd_index + 1 :],
     )
+    if wait:
+        # Until the operator is ready its webhook refuses every endpoint (failure policy Fail).
+        _kubectl(
+            kubectl,
+            ["rollout", "status", f"deployment/{OPERATOR_NAME}", "-n", namespace, "--timeout=180s"],
+        )
+
+
+def _server_version(kubectl: str) -> tuple[int, int]:
+    completed = subprocess.run(
+        [kubectl, "version", "-o", "json"], capture_output=True, text=True, check=False
+    )
+    try:
+        return parse_server_version(json.loads(completed.stdout)["serverVersion"])
+    except (ValueError, KeyError, KubernetesError):
+        problem = completed.stderr.strip() or "no server version in its answer"
+        typer.echo(f"error: cannot read the cluster's version with kubectl: {problem}", err=True)
+        raise typer.Exit(1) from None
 
 
 def _kubectl(
@@ -154,20 +215,44 @@ def operator(
         list[str] | None,
         typer.Option("-n", "--namespace", help="Watch only these namespaces (default: all)."),
     ] = None,
-    liveness_port: Annotated[
-        int | None, typer.Option(help="Serve /healthz on this port for the liveness probe.")
+    host: Annotated[
+        str, typer.Option(help="Where the health and webhook ports listen (in a pod: its IP).")
+    ] = "0.0.0.0",
+    health_port: Annotated[
+        int | None,
+        typer.Option(help="Serve /healthz (liveness) and /readyz (readiness) on this port."),
     ] = None,
+    webhook_service: Annotated[
+        str | None,
+        typer.Option(
+            help="Serve the validating admission webhook behind this Service (NAMESPACE/NAME) "
+            "and write its CA into the webhook configuration."
+        ),
+    ] = None,
+    webhook_url: Annotated[
+        str | None,
+        typer.Option(
+            help="Serve the webhook for an API server that calls this https:// URL (an "
+            "operator outside the cluster; the webhook configuration must name the same URL)."
+        ),
+    ] = None,
+    webhook_port: Annotated[int, typer.Option(help="The webhook's HTTPS port.")] = WEBHOOK_PORT,
     image: ImageOption = DEFAULT_IMAGE,
     models_claim: ClaimOption = DEFAULT_MODELS_CLAIM,
     storage_initializer: InitializerOption = DEFAULT_STORAGE_INITIALIZER,
 ) -> None:
     """Run the operator: reconcile every InferenceEndpoint into its Deployment, Service and HPA."""
     from ebbtide.cli.main import guarded
-    from ebbtide.kube.operator import run_operator
+    from ebbtide.kube.admission import WebhookTarget
+    from ebbtide.kube.operator import OperatorConfig, run_operator
 
     options = RenderOptions(image, "IfNotPresent", models_claim, storage_initializer)
     with guarded():
-        run_operator(options, namespaces or [], liveness_port)
+        target = None
+        if webhook_service is not None or webhook_url is not None:
+            target = WebhookTarget.parse(webhook_service, webhook_url)
+        config = OperatorConfig(options, namespaces or [], host, health_port, webhook_port, target)
+        run_operator(config)
 
 
 @app.command("fetch-model")
