@@ -6,7 +6,7 @@ EXTRAS ?= dev,onnx,plot,kube,fast
 comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: help venv demo test test-fast lint format bench clean
+.PHONY: help venv demo test test-fast lint format bench clean browser
 
 help:
 	@echo "make demo   - run the seed endpoint on a real model, scale it up under load and back down"
@@ -25,8 +25,12 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m ebbtide.demo
 
-test: $(STAMP) lint
+test: $(STAMP) lint browser
 	$(BIN)/python -m pytest
+
+# The dashboard's browser test drives Debian's Chromium (Playwright cannot fetch its own here).
+browser:
+	@test -x /usr/bin/chromium || sh scripts/install-chromium.sh
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not integration"
