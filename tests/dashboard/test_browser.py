@@ -14,8 +14,10 @@ from typing import Any
 import httpx
 import pytest
 from playwright.sync_api import ConsoleMessage, Page, sync_playwright
+from typer.testing import CliRunner
 
-from ebbtide.api.client import ControlPlaneClient
+from ebbtide.api.client import ControlPlaneClient, socket_path
+from ebbtide.cli.main import app
 from ebbtide.core.clock import SYSTEM_CLOCK
 from ebbtide.dashboard.server import url_file
 from ebbtide.loadgen.requests import example_request
@@ -144,6 +146,9 @@ def test_the_page_follows_an_endpoint_scaling_under_load_and_shows_a_stopped_con
         client.apply([ENDPOINT])
         url = url_file(ebbtide_home).read_text().strip()
         assert url.startswith("http://127.0.0.1:")
+        opened = CliRunner().invoke(app, ["dashboard", "--no-browser"])
+        assert opened.exit_code == 0, opened.output
+        assert opened.output == f"dashboard: {url} (read-only)\n"
         page.goto(url)
         section = page.locator(f'section[data-endpoint="default/{NAME}"]')
         section.wait_for(timeout=20_000)
@@ -170,7 +175,8 @@ def test_the_page_follows_an_endpoint_scaling_under_load_and_shows_a_stopped_con
         for loader in loaders:
             loader.start()
         try:
-            rescale = section.locator('[data-role="trail"] tr[data-role="rescale"]').first
+            # Newest first: the last row is the first rescale.
+            rescale = section.locator('[data-role="trail"] tr[data-role="rescale"]').last
             wait_for(lambda: rescale.count() > 0, 60, "a rescale in the decision trail")
             wait_for(lambda: feed_state(page)["offered"] > 10, 30, "the load on the chart")
             # At least one update a second (one missed tick allowed on a loaded machine).
@@ -205,6 +211,12 @@ def test_the_page_follows_an_endpoint_scaling_under_load_and_shows_a_stopped_con
         wait_for(lambda: feed_state(page)["points"] >= after["points"], 10, "history on reload")
         assert feed_state(page)["offered"] > 10
 
+    with httpx.Client(transport=httpx.HTTPTransport(uds=str(socket_path(ebbtide_home)))) as cp:
+        metrics = cp.get("http://cp/metrics").text
+    labels = f'endpoint="{NAME}",namespace="default"'
+    assert f"ebbtide_endpoint_desired_replicas{{{labels}}}" in metrics
+    assert f"ebbtide_endpoint_rescales_total{{{labels},reason=" in metrics
+
     stop_process(plane)
     badge = page.locator("#connection")
     wait_for(
@@ -214,3 +226,6 @@ def test_the_page_follows_an_endpoint_scaling_under_load_and_shows_a_stopped_con
     assert page.evaluate("document.body.classList.contains('disconnected')")
     # The only errors after the stop are the browser's own notes of refused requests.
     assert all("ERR_CONNECTION_REFUSED" in e or "Failed to fetch" in e for e in errors), errors
+    gone = CliRunner().invoke(app, ["dashboard", "--no-browser"])
+    assert gone.exit_code == 1
+    assert "no control plane is running" in gone.output
