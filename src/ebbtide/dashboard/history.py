@@ -17,7 +17,7 @@ from ebbtide.autoscaler.calculator import Proposal
 from ebbtide.gateway.traffic import TrafficSnapshot
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class MetricReading:
     """One scaling metric against its target, in the unit the spec states the target in."""
 
@@ -37,7 +37,7 @@ class MetricReading:
         return cls(goal.name, proposal.average, goal.target, unit)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ReplicaCounts:
     """Replicas by what they are doing now."""
 
@@ -67,7 +67,7 @@ class ReplicaCounts:
         return cls(desired, ready, starting, draining, failing)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Point:
     """One sample of an endpoint, taken at `time` (wall-clock seconds since the epoch)."""
 
