@@ -186,7 +186,8 @@ def main() -> None:
         seed = Path(directory) / SEED_FILE
         seed.write_text(SEED_TEXT)
         print(f"state directory: {home}")
-        started = lifecycle.start_detached(home)
+        # Free ports: the demo runs beside any other control plane on the machine.
+        started = lifecycle.start_detached(home, ["--gateway-port", "0"])
         print(f"control plane running (pid {started.pid})")
         show_dashboard(home)
         try:

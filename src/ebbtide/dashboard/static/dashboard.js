@@ -44,7 +44,7 @@
     const opts = Object.assign({
       width: chartWidth(box), height: 180,
       scales: { x: { time: true } },
-      axes: [{}, { label: yLabel, size: 56 }],
+      axes: [{ space: 100, values: (u, splits) => splits.map(fmtTime) }, { label: yLabel, size: 56 }],
       legend: { live: false },
       series: [{}].concat(series),
     }, extra || {});
@@ -88,9 +88,10 @@
       [line("offered", COLORS.offered, { width: 4, stroke: "rgba(130,80,223,.45)" }), line("served", COLORS.served), line("failed (5xx)", COLORS.failed)], "req/s");
     view.latency = makeChart(charts, { key: "latency", text: "latency (ms): p50, p99 and the objective" },
       [line("p50", COLORS.p50), line("p99", COLORS.p99), dashed("objective", COLORS.objective)], "ms");
-    view.replicas = makeChart(charts, { key: "replicas", text: "replicas" },
-      [step("desired", COLORS.desired), step("ready", COLORS.ready), step("starting", COLORS.starting),
-       step("draining", COLORS.draining), step("failing", COLORS.failing)], "replicas",
+    // Desired last, dashed, so it shows over "ready" where the two agree.
+    view.replicas = makeChart(charts, { key: "replicas", text: "replicas: ready, starting, draining against desired" },
+      [step("ready", COLORS.ready), step("starting", COLORS.starting), step("draining", COLORS.draining),
+       step("failing", COLORS.failing), Object.assign(step("desired", COLORS.desired), { dash: [5, 4], width: 1.5 })], "replicas",
       { scales: { x: { time: true }, y: { range: (u, min, max) => [0, Math.max(1, max) + 1] } } });
     return view;
   }
@@ -139,7 +140,7 @@
     view.traffic.setData([c.time, c.offered, c.served, c.failed]);
     const objective = entry.latencyObjective ? entry.latencyObjective.seconds * 1000 : null;
     view.latency.setData([c.time, ms(c.p50), ms(c.p99), c.time.map(() => objective)]);
-    view.replicas.setData([c.time, c.desired, c.ready, c.starting, c.draining, c.failing]);
+    view.replicas.setData([c.time, c.ready, c.starting, c.draining, c.failing, c.desired]);
     for (const [name, metric] of Object.entries(c.metrics)) {
       let chart = view.metricCharts.get(name);
       if (!chart) {
