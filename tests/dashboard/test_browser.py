@@ -142,8 +142,13 @@ def test_the_page_follows_an_endpoint_scaling_under_load_and_shows_a_stopped_con
 
     page.on("console", on_console)
     page.on("pageerror", lambda error: errors.append(str(error)))
+    missing = {
+        **ENDPOINT,
+        "metadata": {"name": "missing-model"},
+        "spec": {**ENDPOINT["spec"], "model": {"name": "no-such-model", "version": "v1"}},
+    }
     with ControlPlaneClient(ebbtide_home) as client:
-        client.apply([ENDPOINT])
+        client.apply([ENDPOINT, missing])
         url = url_file(ebbtide_home).read_text().strip()
         assert url.startswith("http://127.0.0.1:")
         opened = CliRunner().invoke(app, ["dashboard", "--no-browser"])
@@ -153,6 +158,11 @@ def test_the_page_follows_an_endpoint_scaling_under_load_and_shows_a_stopped_con
         section = page.locator(f'section[data-endpoint="default/{NAME}"]')
         section.wait_for(timeout=20_000)
         assert "my-ml-model:v1" in section.inner_text()
+        # A model that cannot be found is shown as that, with the message that says so.
+        broken = page.locator('section[data-endpoint="default/missing-model"]')
+        badge_of_broken = broken.locator('[data-role="state"]')
+        wait_for(lambda: badge_of_broken.inner_text() == "ModelUnavailable", 20, "the badge")
+        assert "no-such-model" in broken.locator('[data-role="state-message"]').inner_text()
         wait_for(
             lambda: "1/1" in section.locator('[data-role="replicas"]').inner_text(),
             60,
