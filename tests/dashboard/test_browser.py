@@ -66,6 +66,9 @@ ENDPOINT = {
 def plane(ebbtide_home: Path, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     repository = tmp_path / "models"
     ensure_sample("fast", ModelRepository(repository), name="my-ml-model", version="v1")
+    garbage = tmp_path / "garbage.joblib"
+    garbage.write_bytes(b"not a pickle")
+    ModelRepository(repository).add("garbage", "v1", garbage)
     process = start_control_plane(
         ebbtide_home, "--repository", str(repository), "--dashboard-port", "0"
     )
@@ -147,8 +150,13 @@ def test_the_page_follows_an_endpoint_scaling_under_load_and_shows_a_stopped_con
         "metadata": {"name": "missing-model"},
         "spec": {**ENDPOINT["spec"], "model": {"name": "no-such-model", "version": "v1"}},
     }
+    crashing = {
+        **ENDPOINT,
+        "metadata": {"name": "crashing-model"},
+        "spec": {**ENDPOINT["spec"], "model": {"name": "garbage", "version": "v1"}},
+    }
     with ControlPlaneClient(ebbtide_home) as client:
-        client.apply([ENDPOINT, missing])
+        client.apply([ENDPOINT, missing, crashing])
         url = url_file(ebbtide_home).read_text().strip()
         assert url.startswith("http://127.0.0.1:")
         opened = CliRunner().invoke(app, ["dashboard", "--no-browser"])
@@ -163,6 +171,12 @@ def test_the_page_follows_an_endpoint_scaling_under_load_and_shows_a_stopped_con
         badge_of_broken = broken.locator('[data-role="state"]')
         wait_for(lambda: badge_of_broken.inner_text() == "ModelUnavailable", 20, "the badge")
         assert "no-such-model" in broken.locator('[data-role="state-message"]').inner_text()
+        # A model file that cannot be loaded: its replicas exit and restart with backoff.
+        crash = page.locator('section[data-endpoint="default/crashing-model"]')
+        badge_of_crash = crash.locator('[data-role="state"]')
+        wait_for(lambda: badge_of_crash.inner_text() == "Failing", 60, "the Failing badge")
+        assert "ebbtide logs" in crash.locator('[data-role="state-message"]').inner_text()
+        client.delete_endpoint("default", "crashing-model")
         wait_for(
             lambda: "1/1" in section.locator('[data-role="replicas"]').inner_text(),
             60,

@@ -211,8 +211,10 @@ def test_pods_are_counted_by_what_they_are_doing() -> None:
         running("c", phase="Pending", ready=False),
         running("d", phase="Terminating"),
         running("e", phase="CrashLoopBackOff", ready=False),
+        {"status": {"phase": "Running", "ready": False, "restarts": 2}},
+        {"status": {"phase": "Running", "ready": True, "restarts": 2}},
     ]
-    assert ReplicaCounts.of(3, pods) == ReplicaCounts(3, 1, 2, 1, 1)
+    assert ReplicaCounts.of(3, pods) == ReplicaCounts(3, 2, 2, 1, 2)
 
 
 def test_a_restarted_gateway_measures_nothing_rather_than_negative_rates(clock: FakeClock) -> None:

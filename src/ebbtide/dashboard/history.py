@@ -48,7 +48,7 @@ class ReplicaCounts:
     draining: int
     """Out of rotation, finishing their requests before they stop."""
     failing: int
-    """Crash-looping: the process keeps exiting and is restarted with backoff."""
+    """Crash-looping: the process exited and is not ready again (restarted with backoff)."""
 
     @classmethod
     def of(cls, desired: int, pods: Iterable[Mapping[str, Any]]) -> ReplicaCounts:
@@ -58,10 +58,11 @@ class ReplicaCounts:
             phase = status.get("phase")
             if phase == "Terminating":
                 draining += 1
-            elif phase == "CrashLoopBackOff":
-                failing += 1
             elif status.get("ready"):
                 ready += 1
+            elif phase == "CrashLoopBackOff" or status.get("restarts"):
+                # Between backoffs a crash-looping replica starts again: still failing.
+                failing += 1
             else:
                 starting += 1
         return cls(desired, ready, starting, draining, failing)
