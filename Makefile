@@ -13,6 +13,7 @@ help:
 	@echo "make test   - set up and run the test suite"
 	@echo "make lint   - ruff, mypy (strict) and the import-layer contracts"
 	@echo "make bench  - run the benchmarks in bench/ and print their figures"
+	@echo "make browser - install Debian's chromium for the dashboard's browser test (make test runs it)"
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -1,6 +1,6 @@
 """Screenshot the dashboard at URL into FILE with headless Chromium, after WAIT seconds.
 
-    .venv/bin/python scripts/screenshot-dashboard.py http://127.0.0.1:8090/ docs/img/dashboard.png 5
+.venv/bin/python scripts/screenshot-dashboard.py http://127.0.0.1:8090/ docs/img/dashboard.png 5
 """
 
 from __future__ import annotations
