@@ -3,8 +3,8 @@
 Series are columns (one list per quantity, aligned with `time`), as chart libraries take them
 and as they compress best. `?since=SEQUENCE` returns only the points taken after that sample,
 so a page that already holds the history fetches only the newest sample's values; everything
-else (replicas, metrics, state, trail, events) is small and sent whole each time. docs/dashboard.md documents
-every field.
+else (replicas, metrics, state, trail, events) is small and sent whole each time.
+docs/dashboard.md documents every field.
 """
 
 from __future__ import annotations
