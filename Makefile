@@ -6,13 +6,14 @@ EXTRAS ?= dev,onnx,plot,kube,fast
 comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: help venv demo test test-fast lint format bench clean
+.PHONY: help venv demo test test-fast lint format bench clean browser
 
 help:
 	@echo "make demo   - run the seed endpoint on a real model, scale it up under load and back down"
 	@echo "make test   - set up and run the test suite"
 	@echo "make lint   - ruff, mypy (strict) and the import-layer contracts"
 	@echo "make bench  - run the benchmarks in bench/ and print their figures"
+	@echo "make browser - install Debian's chromium for the dashboard's browser test (make test runs it)"
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,8 +26,12 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m ebbtide.demo
 
-test: $(STAMP) lint
+test: $(STAMP) lint browser
 	$(BIN)/python -m pytest
+
+# The dashboard's browser test drives Debian's Chromium (Playwright cannot fetch its own here).
+browser:
+	@test -x /usr/bin/chromium || sh scripts/install-chromium.sh
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not integration"

@@ -25,9 +25,11 @@ import httpx
 from typer.testing import CliRunner
 
 from ebbtide.api.client import ControlPlaneClient
+from ebbtide.cli.browser import open_in_browser
 from ebbtide.cli.main import app
 from ebbtide.core.clock import SYSTEM_CLOCK
 from ebbtide.daemon import lifecycle
+from ebbtide.dashboard.server import url_file
 from ebbtide.loadgen.requests import example_request
 from ebbtide.loadgen.runner import percentile
 
@@ -184,13 +186,24 @@ def main() -> None:
         seed = Path(directory) / SEED_FILE
         seed.write_text(SEED_TEXT)
         print(f"state directory: {home}")
-        started = lifecycle.start_detached(home)
+        # Free ports: the demo runs beside any other control plane on the machine.
+        started = lifecycle.start_detached(home, ["--gateway-port", "0"])
         print(f"control plane running (pid {started.pid})")
+        show_dashboard(home)
         try:
             run(home, seed)
         finally:
             lifecycle.stop(home)
             print("\ncontrol plane stopped; every replica with it")
+
+
+def show_dashboard(home: Path) -> None:
+    """The dashboard's URL first, so the whole run can be watched on it; a browser opens on
+    it where there is a screen."""
+    url = url_file(home).read_text().strip()
+    opened = open_in_browser(url)
+    print(f"\ndashboard: {url}  <- {'opened in your browser' if opened else 'open it to watch'}")
+    print("(replicas, load, latency and each decision with its reason, live)\n", flush=True)
 
 
 def run(home: Path, seed: Path) -> None:

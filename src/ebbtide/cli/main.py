@@ -120,6 +120,10 @@ def up(
     profile: Annotated[
         str, typer.Option(help="Scaling defaults: local (seconds) or kubernetes (the HPA's).")
     ] = "local",
+    dashboard_port: Annotated[
+        int | None,
+        typer.Option(help="The dashboard's port on 127.0.0.1 (default 8090, or a free one)."),
+    ] = None,
 ) -> None:
     """Run the local control plane (in the foreground unless --detach)."""
     # Imported here, not at the top: the control plane pulls in the gateway, the controller and
@@ -133,15 +137,39 @@ def up(
             fail(f"unknown profile {profile!r}; choose one of {', '.join(sorted(PROFILES))}")
         if not detach:
             settings = control_plane.ControlPlaneSettings(
-                gateway_port=gateway_port, profile=profile
+                gateway_port=gateway_port, profile=profile, dashboard_port=dashboard_port
             )
             typer.echo(f"control plane serving on {socket_path(home)} (Ctrl-C stops it)")
             asyncio.run(control_plane.serve(home, settings))
             return
         options = ["--gateway-port", str(gateway_port), "--profile", profile]
+        if dashboard_port is not None:
+            options += ["--dashboard-port", str(dashboard_port)]
         started = lifecycle.start_detached(home, options)
         typer.echo(f"control plane running (pid {started.pid}); state in {home}")
         typer.echo(f"logs: {started.log}")
+
+
+@app.command()
+def dashboard(
+    no_browser: Annotated[
+        bool, typer.Option("--no-browser", help="Print the URL only; open no browser.")
+    ] = False,
+) -> None:
+    """Print the live dashboard's URL and open it in a browser where one exists."""
+    from ebbtide.cli.browser import open_in_browser
+    from ebbtide.dashboard.server import url_file
+
+    home = ebbtide_home()
+    with guarded():
+        _client().health()  # says how to start a control plane when none runs
+        try:
+            url = url_file(home).read_text().strip()
+        except FileNotFoundError:
+            fail(f"the control plane for {home} serves no dashboard; restart it with `ebbtide up`")
+        typer.echo(f"dashboard: {url} (read-only)")
+        if not no_browser and not open_in_browser(url):
+            typer.echo("no browser to open here; open the URL in one on this machine")
 
 
 @app.command()

@@ -77,6 +77,8 @@ class ReconcilerSettings:
     record_lateness: Callable[[float], None] | None = None
     """Told, at each decision, how many seconds after its due time it ran: the measure of a
     control loop that keeps time while the data plane is busy."""
+    record_decision: Callable[[ObjectKey, Decision, str], None] | None = None
+    """Told every decision with its one-line explanation (the dashboard's history)."""
 
 
 class Reconciler:
@@ -158,6 +160,8 @@ class Reconciler:
         decision = decide(observation, policy, self.state, now)
         self.state, self.decision = decision.state, decision
         self.explanation = explain(decision, policy)
+        if self.settings.record_decision:
+            self.settings.record_decision(self.key, decision, self.explanation)
         if decision.rescale:
             self.scale = decision.desired
             self.last_scale_time = rfc3339(self.clock.wall())

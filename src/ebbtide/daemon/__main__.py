@@ -20,12 +20,16 @@ def main() -> int:
     parser.add_argument("--gateway-port", type=int, default=8080, help="0 picks a free port.")
     parser.add_argument("--repository", type=Path, default=None, help="The model repository.")
     parser.add_argument("--profile", choices=sorted(PROFILES), default="local")
+    parser.add_argument(
+        "--dashboard-port", type=int, default=None, help="Default 8090 or a free one; 0: free."
+    )
     arguments = parser.parse_args()
     settings = ControlPlaneSettings(
         gateway_host=arguments.gateway_host,
         gateway_port=arguments.gateway_port,
         repository=arguments.repository,
         profile=arguments.profile,
+        dashboard_port=arguments.dashboard_port,
     )
     try:
         asyncio.run(serve(arguments.home or ebbtide_home(), settings))

@@ -28,6 +28,8 @@ from ebbtide.controller.reconciler import ReconcilerSettings
 from ebbtide.core.clock import SYSTEM_CLOCK
 from ebbtide.core.errors import EbbtideError
 from ebbtide.daemon.wiring import GatewayAdapter
+from ebbtide.dashboard import DashboardServer, Recorder
+from ebbtide.dashboard.metrics import EndpointCollector
 from ebbtide.gateway import Gateway, GatewaySettings
 from ebbtide.store import SqliteStore
 from ebbtide.supervisor import SubprocessLauncher, Supervisor, WarmForkLauncher
@@ -110,6 +112,8 @@ class ControlPlaneSettings:
     repository: Path | None = None
     """The model repository; default `$EBBTIDE_MODEL_REPOSITORY` or `<home>/models`."""
     profile: str = LOCAL.name
+    dashboard_port: int | None = None
+    """The read-only dashboard's port on 127.0.0.1; None: 8090, or a free one if that is taken."""
 
 
 async def serve(home: Path, settings: ControlPlaneSettings | None = None) -> None:
@@ -146,17 +150,23 @@ async def serve(home: Path, settings: ControlPlaneSettings | None = None) -> Non
         buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
         registry=registry,
     )
+    adapter = GatewayAdapter(gateway)
+    recorder = Recorder(store, adapter.snapshot, SYSTEM_CLOCK)
     controller = Controller(
         store,
         supervisor,
-        GatewayAdapter(gateway),
+        adapter,
         SYSTEM_CLOCK,
         ReconcilerSettings(
             repository=repository,
             profile=PROFILES[settings.profile],
             record_lateness=lateness.observe,
+            record_decision=recorder.record_decision,
         ),
     )
+    recorder.workloads = controller
+    registry.register(EndpointCollector(recorder))
+    dashboard = DashboardServer(recorder, home, port=settings.dashboard_port)
     gateway.on_demand = controller.demand
     paths.pid.write_text(str(os.getpid()))
     config = uvicorn.Config(
@@ -173,8 +183,10 @@ async def serve(home: Path, settings: ControlPlaneSettings | None = None) -> Non
     serving = asyncio.create_task(server.serve(sockets=[listener]))
     controller.start()
     try:
+        await dashboard.start()
         await stop.wait()
     finally:
+        await dashboard.stop()
         await controller.stop()
         await gateway.stop()
         server.should_exit = True

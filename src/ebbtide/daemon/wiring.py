@@ -8,7 +8,9 @@ gateway.
 from __future__ import annotations
 
 from ebbtide.autoscaler.observation import Traffic
+from ebbtide.core.errors import NotFoundError
 from ebbtide.gateway import Gateway, Route, Upstream
+from ebbtide.gateway.traffic import TrafficSnapshot
 from ebbtide.spec import InferenceEndpoint
 from ebbtide.spec.models import DEFAULT_NAMESPACE
 from ebbtide.store import ObjectKey
@@ -51,3 +53,10 @@ class GatewayAdapter:
         host, port = self.gateway.address
         path = key.name if key.namespace == DEFAULT_NAMESPACE else f"{key.namespace}/{key.name}"
         return f"http://{host}:{port}/endpoints/{path}"
+
+    def snapshot(self, key: ObjectKey) -> TrafficSnapshot | None:
+        """The endpoint's full counters (latencies included) for the dashboard."""
+        try:
+            return self.gateway.traffic(key.namespace, key.name)
+        except NotFoundError:
+            return None
