@@ -13,6 +13,11 @@ process with one BLAS thread, started together and measured in alternating round
 - kserve: `bench/kserve_server.py` run by another environment's interpreter
   (`--kserve-python PATH`); KServe is no dependency of the project.
 
+Besides latency percentiles (which move with the shared machine's slow spells as much as
+with the server), each arm reports how many requests were overtaken: answered after a request
+sent at least 2 ms later on another connection. A server that serves in arrival order
+overtakes none, however slow the machine.
+
 Run: `.venv/bin/python bench/overload.py [--seconds 30] [--rounds 6] [--connections 32]
 [--before-src DIR] [--kserve-python PATH]`.
 """
@@ -46,6 +51,8 @@ ROW = [float(v % 17) for v in range(64)]
 @dataclass
 class Tally:
     latencies: list[float] = field(default_factory=list)
+    answered: list[tuple[float, float]] = field(default_factory=list)
+    """(sent, answered) of every 200, to count overtakes."""
     shed: int = 0
     errors: int = 0
     seconds: float = 0.0
@@ -72,7 +79,9 @@ async def closed_loop(port: int, request: bytes, connections: int, seconds: floa
             if sent < warmup_end:
                 continue
             if head.startswith(b"HTTP/1.1 200"):
-                tally.latencies.append(time.perf_counter() - sent)
+                done = time.perf_counter()
+                tally.latencies.append(done - sent)
+                tally.answered.append((sent, done))
             elif head.startswith(b"HTTP/1.1 503"):
                 tally.shed += 1
             else:
@@ -156,21 +165,45 @@ def start_with(argv: list[str], env: dict[str, str], port: int,
     raise RuntimeError(f"{argv} did not become ready")
 
 
+OVERTAKE_MARGIN = 0.002
+"""A request counts as overtaken by one sent at least this much later that was answered
+first (the margin keeps requests that reached the server together out of it)."""
+
+
+def overtaken(answered: list[tuple[float, float]]) -> tuple[float, int]:
+    """The share of requests overtaken by a later one, and the most overtakes of one request.
+
+    Unlike latency percentiles this does not move with the shared machine's slow spells:
+    a server that serves in arrival order overtakes no one however slow it runs."""
+    if not answered:
+        return 0.0, 0
+    pairs = np.asarray(sorted(answered))
+    sent, done = pairs[:, 0], pairs[:, 1]
+    counts = np.zeros(len(sent), dtype=int)
+    for index in range(len(sent)):
+        later = sent[index + 1 :] >= sent[index] + OVERTAKE_MARGIN
+        counts[index] = int(np.count_nonzero(later & (done[index + 1 :] < done[index])))
+    return float(np.count_nonzero(counts)) / len(counts), int(counts.max())
+
+
 def report(tallies: dict[str, Tally], args: argparse.Namespace) -> None:
     print(
         f"\nheavy sample, {args.connections} connections, one server each, "
         f"{args.rounds} alternating rounds, {args.seconds:.0f} s measured per server\n"
     )
-    print("| server | req/s | p50 ms | p90 ms | p99 ms | max ms | p99/p50 | 503 | errors |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| server | req/s | p50 ms | p90 ms | p99 ms | max ms | p99/p50 | overtaken | "
+          "most overtakes | 503 | errors |")  # fmt: skip
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name, tally in tallies.items():
         ms = np.asarray(tally.latencies) * 1000
         if not len(ms):
-            print(f"| {name} | 0 | | | | | | {tally.shed} | {tally.errors} |")
+            print(f"| {name} | 0 | | | | | | | | {tally.shed} | {tally.errors} |")
             continue
         p50, p90, p99 = np.percentile(ms, [50, 90, 99])
+        share, most = overtaken(tally.answered)
         print(f"| {name} | {len(ms) / tally.seconds:.0f} | {p50:.0f} | {p90:.0f} | {p99:.0f} | "
-              f"{ms.max():.0f} | {p99 / p50:.2f} | {tally.shed} | {tally.errors} |")  # fmt: skip
+              f"{ms.max():.0f} | {p99 / p50:.2f} | {share:.1%} | {most} | {tally.shed} | "
+              f"{tally.errors} |")  # fmt: skip
 
 
 if __name__ == "__main__":
