@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
+import httpx
 import pytest
 
 from ebbtide.core.errors import OverloadedError
 from ebbtide.runtime.admission import OFFLOAD_SECONDS, ModelQueue
+from ebbtide.runtime.repository import ModelRepository
+from ebbtide.runtime.samples import ensure_sample
+from tests.runtime.replicas import Replica
 
 
 async def _serve(queue: ModelQueue, name: str, order: list[str], release: asyncio.Event) -> None:
@@ -98,3 +105,30 @@ def test_slow_calls_are_told_apart_by_their_moving_average() -> None:
     for _ in range(20):
         queue.record(OFFLOAD_SECONDS * 5)
     assert queue.slow_calls
+
+
+@pytest.mark.integration
+def test_a_saturated_replica_sheds_past_its_queue_with_retry_after(
+    repository: ModelRepository, logs: Path
+) -> None:
+    ensure_sample("heavy", repository)  # a forest: several ms per call, so calls queue
+    body = {"inputs": [{"name": "input-0", "shape": [1, 64], "datatype": "FP64",
+                        "data": [float(v % 17) for v in range(64)]}]}  # fmt: skip
+    with Replica(repository.root, "sample-heavy:v1", logs, "--max-queue", "2") as replica:
+        url = f"{replica.url}/v2/models/sample-heavy/infer"
+        for _ in range(5):  # warm up: the moving average learns that calls are slow
+            assert httpx.post(url, json=body, timeout=30).status_code == 200
+
+        def one(_: int) -> httpx.Response:
+            return httpx.post(url, json=body, timeout=60)
+
+        with ThreadPoolExecutor(48) as pool:
+            answers = list(pool.map(one, range(48)))
+        statuses = Counter(answer.status_code for answer in answers)
+        assert set(statuses) == {200, 503}, statuses
+        assert statuses[200] >= 3
+        shed = [answer for answer in answers if answer.status_code == 503]
+        assert all(int(answer.headers["retry-after"]) >= 1 for answer in shed)
+        assert "--max-queue 2" in shed[0].json()["error"]
+        assert httpx.post(url, json=body, timeout=30).status_code == 200  # and it recovers
+        assert "Traceback" not in replica.log()

@@ -21,8 +21,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections import deque
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from types import TracebackType
 
 from ebbtide.core.errors import OverloadedError
 
@@ -63,9 +62,12 @@ class ModelQueue:
         per_call = self.call_seconds or 0.0
         return max(1, math.ceil((self.waiting + 1) * per_call))
 
-    @asynccontextmanager
-    async def turn(self) -> AsyncIterator[None]:
-        """Wait for this request's turn, in arrival order, or raise OverloadedError at once."""
+    def turn(self) -> Turn:
+        """`async with queue.turn():` waits for this request's turn, in arrival order, or
+        raises OverloadedError at once when `max_queue` requests are already waiting."""
+        return Turn(self)
+
+    async def enter(self) -> None:
         if self.waiting >= self.max_queue and (self._busy or not self.exclusive):
             self.shed += 1
             seconds = self.retry_after()
@@ -75,31 +77,27 @@ class ModelQueue:
                 retry_after_seconds=seconds,
             )
         self._admitted += 1
-        try:
-            if self.exclusive:
-                await self._acquire()
-            try:
-                yield
-            finally:
-                if self.exclusive:
-                    self._release()
-        finally:
-            self._admitted -= 1
-
-    async def _acquire(self) -> None:
+        if not self.exclusive:
+            return
         if not self._busy and not self._waiters:
-            self._busy = True
+            self._busy = True  # the common case: no one to wait for, no await at all
             return
         waiter = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         try:
             await waiter
         except asyncio.CancelledError:
+            self._admitted -= 1
             if waiter.done() and not waiter.cancelled():
                 self._release()  # the turn was handed over just as the waiter went away
             else:
                 self._waiters.remove(waiter)
             raise
+
+    def leave(self) -> None:
+        self._admitted -= 1
+        if self.exclusive:
+            self._release()
 
     def _release(self) -> None:
         # The turn passes straight to the oldest waiter, so a request arriving now queues
@@ -117,3 +115,24 @@ class ModelQueue:
         self.call_seconds = (
             seconds if previous is None else previous + SMOOTHING * (seconds - previous)
         )
+
+
+class Turn:
+    """One request's turn at the model (`ModelQueue.turn()`): a plain object rather than a
+    generator-based context manager, since it wraps every inference request."""
+
+    __slots__ = ("_queue",)
+
+    def __init__(self, queue: ModelQueue) -> None:
+        self._queue = queue
+
+    async def __aenter__(self) -> None:
+        await self._queue.enter()
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._queue.leave()
