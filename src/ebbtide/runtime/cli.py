@@ -4,7 +4,9 @@ serving does not need (the server stack is imported once the arguments are known
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
+import os
 import sys
 
 from ebbtide.core.clock import SYSTEM_CLOCK
@@ -100,6 +102,22 @@ def settings_from(args: argparse.Namespace) -> tuple[ListenAddress, ServerSettin
     return address, settings
 
 
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+NUMERIC_LIBRARIES = ("numpy", "sklearn", "onnxruntime", "xgboost", "lightgbm", "torch")
+
+
+def limit_threads_before_import(settings: ServerSettings) -> ServerSettings:
+    """Size the numeric libraries' thread pools through their environment variables, read
+    when they load, rather than with threadpoolctl afterwards (which costs its own import and
+    a scan of the loaded libraries at every start). Only while none of them is loaded yet;
+    otherwise the settings are left for threadpoolctl to apply."""
+    if settings.threads is None or any(name in sys.modules for name in NUMERIC_LIBRARIES):
+        return settings
+    for variable in THREAD_VARIABLES:
+        os.environ[variable] = str(settings.threads)
+    return dataclasses.replace(settings, threads=None)
+
+
 def reference_from(args: argparse.Namespace) -> str:
     """`NAME[:VERSION]` from the argument or `--name`, with `--version` if given."""
     if (args.model is None) == (args.model_name is None):
@@ -126,6 +144,7 @@ def main(
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    settings = limit_threads_before_import(settings)
     from ebbtide.runtime.server import resolve, serve
 
     timeline.mark("imported")
