@@ -7,7 +7,7 @@ The arms alternate within each round (their order flips every round), so a slow 
 shared machine hits them alike; the table gives medians, the idle resident memory after the
 first answer, and the ratio of each arm's median to the reference's.
 
-- plain: `bench/plain_server.py`, the reference (Starlette + uvicorn, the same model file);
+- plain: `bench/servers/plain.py`, the reference (Starlette + uvicorn, the same model file);
 - python -m ebbtide.runtime: the replica as the local supervisor starts it;
 - ebbtide serve-model: the console script a Kubernetes pod runs.
 
@@ -44,7 +44,7 @@ from ebbtide.runtime.samples import ensure_sample
 
 MODELS = ("fast", "fast-onnx")
 ARMS = ("plain", "python -m ebbtide.runtime", "ebbtide serve-model")
-PLAIN_SERVER = Path(__file__).with_name("plain_server.py")
+PLAIN_SERVER = Path(__file__).parent / "servers" / "plain.py"
 ROW = [float(v % 17) for v in range(64)]
 MIB = 2**20
 

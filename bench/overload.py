@@ -6,11 +6,11 @@ time per connection), far more than one core serves. A fair server keeps p99 nea
 request waits about its turn (the requests ahead of it times one call). Arms, each a separate
 process with one BLAS thread, started together and measured in alternating rounds:
 
-- plain: `bench/plain_server.py` (Starlette + uvicorn, the same model file);
+- plain: `bench/servers/plain.py` (Starlette + uvicorn, the same model file);
 - ebbtide: `python -m ebbtide.runtime`;
 - ebbtide before: the same from another source tree (`--before-src DIR`, e.g. a checkout of
   an older commit's `src/`), to compare against today (`--other-src LABEL=DIR` adds more);
-- kserve: `bench/kserve_server.py` run by another environment's interpreter
+- kserve: `bench/servers/kserve.py` run by another environment's interpreter
   (`--kserve-python PATH`); KServe is no dependency of the project.
 
 Besides latency percentiles (which move with the shared machine's slow spells as much as
@@ -114,7 +114,7 @@ def main() -> None:
         replica = [sys.executable, "-m", "ebbtide.runtime", location.reference, "--repository",
                    str(repository.root), "--log-level", "warning", "--port", "PORT"]  # fmt: skip
         arms: dict[str, tuple[list[str], dict[str, str], bool]] = {
-            "plain": ([sys.executable, str(HERE / "plain_server.py"), str(location.model_file),
+            "plain": ([sys.executable, str(HERE / "servers" / "plain.py"), str(location.model_file),
                        "sklearn", "PORT"], env, False),
             "ebbtide": (replica, env, True),
         }  # fmt: skip
@@ -124,7 +124,7 @@ def main() -> None:
             label, _, directory = other.partition("=")
             arms[label] = (replica, {**env, "PYTHONPATH": directory}, True)
         if args.kserve_python:
-            kserve = [args.kserve_python, str(HERE / "kserve_server.py"),
+            kserve = [args.kserve_python, str(HERE / "servers" / "kserve.py"),
                       str(location.model_file), location.name, "PORT"]  # fmt: skip
             arms["kserve"] = (kserve, env, False)
         servers = {}

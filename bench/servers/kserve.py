@@ -5,7 +5,7 @@ that has `kserve` and the same scikit-learn version installed, for example
 `uv venv /tmp/kserve-venv && uv pip install --python /tmp/kserve-venv/bin/python kserve
 scikit-learn==<the project's>`.
 
-Run: `/tmp/kserve-venv/bin/python bench/kserve_server.py MODEL_FILE NAME PORT`.
+Run: `/tmp/kserve-venv/bin/python bench/servers/kserve.py MODEL_FILE NAME PORT`.
 """
 
 import logging

@@ -6,7 +6,7 @@ request on `POST /v2/models/{name}/infer`. When it has started it prints one lin
 with the monotonic time of each step of its start (`phases imported=... loaded=...
 listening=...`), which `bench/cold_start.py` reads.
 
-Run: `python bench/plain_server.py MODEL_FILE sklearn|onnx PORT`.
+Run: `python bench/servers/plain.py MODEL_FILE sklearn|onnx PORT`.
 """
 
 import time
