@@ -12,7 +12,8 @@ installed, no access log) and one BLAS/OpenMP thread; the load comes from a clos
 client in this process over keep-alive connections, one single-row request at a time per
 connection. All the servers run at once and each cell is measured in rounds that alternate
 between them, so the shared machine's slow spells hit every arm alike. Run:
-`.venv/bin/python bench/replica.py [--seconds 6] [--rounds 6]`.
+`.venv/bin/python bench/replica.py [--seconds 6] [--rounds 6] [--before-src DIR]` (an
+"ebbtide before" arm from another source tree, e.g. an older commit's `src/`).
 """
 
 from __future__ import annotations
@@ -228,8 +229,12 @@ class InProcess:
         self.tally.measured_seconds += seconds
 
 
-def start(command: list[str], port: int, has_health: bool) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def start(
+    command: list[str], port: int, has_health: bool, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -254,7 +259,9 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
-def bench_model(model: str, repository: Any, seconds: float, rounds: int) -> list[Cell]:
+def bench_model(
+    model: str, repository: Any, seconds: float, rounds: int, before_src: str | None = None
+) -> list[Cell]:
     from sklearn.datasets import load_digits
 
     from ebbtide.runtime.samples import ensure_sample
@@ -280,13 +287,18 @@ def bench_model(model: str, repository: Any, seconds: float, rounds: int) -> lis
                              "--repository", str(repository.root), "--log-level", "warning",
                              *BATCHING, "--port", "PORT"],
     }  # fmt: skip
+    envs: dict[str, dict[str, str] | None] = dict.fromkeys(arms)
+    if before_src:
+        arms["ebbtide before"] = arms["ebbtide"]
+        envs["ebbtide before"] = {**os.environ, "PYTHONPATH": before_src}
     servers: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
     request = request_bytes(path, body)
     try:
         for server, command in arms.items():
             port = free_port()
             resolved = [str(port) if part == "PORT" else part for part in command]
-            servers[server] = (start(resolved, port, has_health=server != "starlette"), port)
+            process = start(resolved, port, server != "starlette", envs[server])
+            servers[server] = (process, port)
         tallies = {(server, c): Tally([]) for server in arms for c in CONCURRENCY}
         # Rounds alternate between the servers, so a slow spell of the shared machine hits
         # every arm alike instead of one arm's whole run.
@@ -357,6 +369,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=6.0, help="measured time per cell")
     parser.add_argument("--rounds", type=int, default=6, help="interleaved rounds per cell")
     parser.add_argument("--models", nargs="*", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--before-src", help="also run `ebbtide` from this source tree")
     parser.add_argument("--reference", nargs=3, metavar=("FILE", "FORMAT", "PORT"),
                         help=argparse.SUPPRESS)  # fmt: skip
     args = parser.parse_args(argv if argv is not None else sys.argv[1:])
@@ -369,7 +382,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="ebbtide-bench-") as root:
         repository = ModelRepository(Path(root))
         for model in args.models:
-            cells += bench_model(model, repository, args.seconds, args.rounds)
+            cells += bench_model(model, repository, args.seconds, args.rounds, args.before_src)
     print(table(cells))
     if "fast" in args.models and "heavy" in args.models:
         print()

@@ -1,7 +1,8 @@
 """Run every benchmark in bench/ in turn and print their figures.
 
 Each benchmark is a script with a `main()` that prints its own side-by-side table; this
-runs them one after another so they never compete for the machine's cores.
+runs them one after another so they never compete for the machine's cores. The servers
+they compare against live in `bench/servers/` and are not benchmarks themselves.
 """
 
 from __future__ import annotations

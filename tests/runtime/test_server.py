@@ -153,6 +153,26 @@ def test_not_json_and_wrong_method_and_unknown_path(fast_replica: Replica) -> No
     assert fast_replica.get("/v3/anything").status_code == 404
 
 
+def test_json_nested_100000_deep_is_a_400_that_says_so(
+    repository: ModelRepository, logs: Path
+) -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000  # 200 kB: within the default body limit
+    in_data = b'{"inputs": [{"name": "input-0", "shape": [1, 64], "datatype": "FP64", "data": '
+    under_the_limit = b"[" * 900 + b"1" + b"]" * 900
+    with Replica(repository.root, "sample-fast:v1", logs) as replica:
+        for path in (f"/v2/models/{MODEL}/infer", f"/v1/models/{MODEL}:predict"):
+            for body in (deep, in_data + deep + b"}]}", b'{"instances": ' + deep + b"}"):
+                response = replica.post(path, content=body)
+                assert response.status_code == 400, response.text
+                assert "nests JSON arrays or objects too deeply" in response.json()["error"]
+            response = replica.post(path, content=in_data + under_the_limit + b"}]}")
+            assert response.status_code == 400, response.text
+        body = {"inputs": [{"name": "input-0", "shape": [1, 64], "datatype": "FP64",
+                            "data": DIGITS[0].tolist()}]}  # fmt: skip
+        assert replica.post(f"/v2/models/{MODEL}/infer", json=body).status_code == 200
+        assert "RecursionError" not in replica.log()
+
+
 def test_a_body_over_the_limit_is_413(fast_replica: Replica) -> None:
     rows = np.zeros((400, 64))
     body = {"inputs": [{"name": "input-0", "shape": [400, 64], "datatype": "FP64",

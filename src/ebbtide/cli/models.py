@@ -4,8 +4,6 @@ one replica, usable without a control plane."""
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -193,8 +191,8 @@ def serve_model(
 ) -> None:
     """Serve one model (Open Inference Protocol v2 + KServe v1) until SIGTERM drains it.
 
-    Runs `python -m ebbtide.runtime` in this process's place, so a replica carries none of
-    the command line's imports."""
+    The `ebbtide` command hands `serve-model` to the model server before this framework is
+    imported (ebbtide.console); this is the same, reached from the CLI app itself."""
     try:
         name, in_reference = parse_reference(reference)
         chosen = version or in_reference
@@ -218,8 +216,9 @@ def serve_model(
             argv += [flag, str(value)]
     if access_log:
         argv.append("--access-log")
-    sys.stdout.flush()
-    os.execv(sys.executable, [sys.executable, "-m", "ebbtide.runtime", *argv])
+    from ebbtide.runtime.cli import main as run_replica
+
+    raise typer.Exit(run_replica(argv, prog="ebbtide serve-model"))
 
 
 def register(app: typer.Typer) -> None:

@@ -91,7 +91,13 @@ class NotReadyError(InferenceError):
 
 
 class OverloadedError(InferenceError):
-    """Every replica is busy and the endpoint's queue is full (or waited too long): try later."""
+    """Every replica is busy and the endpoint's queue is full (or waited too long): try later.
+
+    `retry_after_seconds`, when known, is how long the caller should wait before retrying."""
+
+    def __init__(self, message: str, *, retry_after_seconds: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
 
 
 class ReplicaFailedError(InferenceError):

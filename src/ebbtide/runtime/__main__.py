@@ -2,6 +2,11 @@
 
 import sys
 
-from ebbtide.runtime.cli import main
+from ebbtide.core.clock import SYSTEM_CLOCK
+from ebbtide.runtime.timeline import StartTimeline
 
-sys.exit(main())
+timeline = StartTimeline.begin(SYSTEM_CLOCK)
+
+from ebbtide.runtime.cli import main  # noqa: E402
+
+sys.exit(main(timeline=timeline))

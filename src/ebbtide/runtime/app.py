@@ -13,6 +13,11 @@ to the process except a model that fails to load.
 | PayloadTooLargeError   | 413    |
 | ModelFailedError       | 500    |
 | NotReadyError          | 503    |
+| OverloadedError        | 503 with `Retry-After` |
+
+Inference requests reach the model through a bounded queue in arrival order
+(`ebbtide.runtime.admission`); a slow model call runs in one worker thread so that the loop
+keeps reading requests meanwhile.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from typing import Any
 
@@ -32,13 +38,16 @@ from ebbtide.core.errors import (
     ModelFailedError,
     NotFoundError,
     NotReadyError,
+    OverloadedError,
     PayloadTooLargeError,
 )
 from ebbtide.runtime import protocol
+from ebbtide.runtime.admission import ModelQueue
 from ebbtide.runtime.batching import AdaptiveBatcher, Arrival
 from ebbtide.runtime.loaders.base import Arrays, Model
 from ebbtide.runtime.metrics import CONTENT_TYPE, ServerMetrics
 from ebbtide.runtime.settings import ServerSettings
+from ebbtide.runtime.timeline import StartTimeline
 
 log = logging.getLogger("ebbtide.runtime")
 
@@ -72,7 +81,7 @@ def status_of(error: BaseException) -> int:
         return 400
     if isinstance(error, NotFoundError):
         return 404
-    if isinstance(error, NotReadyError):
+    if isinstance(error, NotReadyError | OverloadedError):
         return 503
     return 500
 
@@ -87,6 +96,7 @@ class ModelServerApp:
         clock: Clock,
         metrics: ServerMetrics | None = None,
         on_fatal: Callable[[BaseException], None] = lambda error: None,
+        timeline: StartTimeline | None = None,
     ) -> None:
         self.model = model
         self.name = model.location.name
@@ -95,10 +105,17 @@ class ModelServerApp:
         self.clock = clock
         self.metrics = metrics or ServerMetrics(self.name, self.version)
         self.on_fatal = on_fatal
+        self.timeline = timeline
         self.draining = False
         self.in_flight = 0
         self.load_error: BaseException | None = None
         self.batcher: AdaptiveBatcher | None = None
+        # One call at a time for a native library's model (it computes on one core anyway); a
+        # Python class's async predict keeps its own concurrency, counted against the bound.
+        self.queue = ModelQueue(
+            settings.max_queue, exclusive=model.blocking and settings.batching is None
+        )
+        self._worker: ThreadPoolExecutor | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._routes = self._exact_routes()
 
@@ -132,6 +149,8 @@ class ModelServerApp:
                 return
 
     async def startup(self) -> None:
+        if self.timeline is not None:
+            self.timeline.mark("startup")
         batching = self.settings.batching
         if batching is not None:
             self.batcher = AdaptiveBatcher(
@@ -151,6 +170,8 @@ class ModelServerApp:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._worker is not None:
+            self._worker.shutdown(wait=True, cancel_futures=True)
         if self.model.ready:
             await self.model.unload()
 
@@ -175,9 +196,19 @@ class ModelServerApp:
                 self.model.location.reference,
             )
             self.batcher = None
+            self.queue.exclusive = self.model.blocking
         if not self.draining:
             self.metrics.ready.set(1)
-        log.info("model %s is ready", self.model.location.reference)
+        if self.timeline is None:
+            log.info("model %s is ready", self.model.location.reference)
+            return
+        self.timeline.mark("loaded")
+        log.info(
+            "model %s is ready %.2f s after the process began; %s",
+            self.model.location.reference,
+            self.timeline.seconds(),
+            self.timeline.describe(),
+        )
 
     # -- HTTP -------------------------------------------------------------------------------
 
@@ -209,6 +240,8 @@ class ModelServerApp:
         else:
             message = str(error)
         headers = error.headers if isinstance(error, HttpError) else []
+        if isinstance(error, OverloadedError) and error.retry_after_seconds is not None:
+            headers = [(b"retry-after", b"%d" % error.retry_after_seconds)]
         await self._send(send, status, json.dumps({"error": message}).encode(), JSON, headers)
         return status
 
@@ -378,15 +411,16 @@ class ModelServerApp:
             with batcher.arrival() if batcher is not None else nullcontext() as ticket:
                 body = await self._body(scope, receive)
                 request = parse(body, self.model.signature, self.model.default_outputs)
-                if batcher is not None:
-                    assert isinstance(ticket, Arrival)
-                    outputs = await batcher.submit(
-                        request.inputs, request.outputs, request.parameters, ticket
-                    )
-                else:
-                    outputs = await self._call_model(
-                        request.inputs, request.outputs, request.parameters
-                    )
+                async with self.queue.turn():
+                    if batcher is not None:
+                        assert isinstance(ticket, Arrival)
+                        outputs = await batcher.submit(
+                            request.inputs, request.outputs, request.parameters, ticket
+                        )
+                    else:
+                        outputs = await self._call_model(
+                            request.inputs, request.outputs, request.parameters
+                        )
         finally:
             self.metrics.in_flight.dec()
         return request, outputs
@@ -394,7 +428,14 @@ class ModelServerApp:
     async def _call_model(
         self, inputs: Arrays, outputs: Sequence[str], parameters: Mapping[str, Any]
     ) -> Arrays:
+        started = self.clock.now()
         try:
+            if self.model.blocking and self.queue.slow_calls:
+                if self._worker is None:
+                    self._worker = ThreadPoolExecutor(1, thread_name_prefix="model")
+                return await asyncio.get_running_loop().run_in_executor(
+                    self._worker, self.model.predict_now, inputs, outputs, parameters
+                )
             return await self.model.predict(inputs, outputs, parameters)
         except EbbtideError:
             raise
@@ -403,3 +444,5 @@ class ModelServerApp:
             raise ModelFailedError(
                 f"model {self.model.location.reference} failed: {type(error).__name__}: {error}"
             ) from error
+        finally:
+            self.queue.record(self.clock.now() - started)

@@ -1,28 +1,34 @@
-"""`python -m ebbtide.runtime`: one replica, with nothing imported that serving does not need."""
+"""`python -m ebbtide.runtime` and `ebbtide serve-model`: one replica, with nothing imported that
+serving does not need (the server stack is imported once the arguments are known to be good)."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
+import os
 import sys
 
+from ebbtide.core.clock import SYSTEM_CLOCK
 from ebbtide.core.errors import EbbtideError
 from ebbtide.runtime.repository import REPOSITORY_ENV
-from ebbtide.runtime.server import resolve, serve
 from ebbtide.runtime.settings import (
     DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_QUEUE,
     BatchingSettings,
     ListenAddress,
     ServerSettings,
 )
+from ebbtide.runtime.timeline import StartTimeline
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(prog: str = "python -m ebbtide.runtime") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m ebbtide.runtime",
+        prog=prog,
         description="Serve one model over the Open Inference Protocol v2 and KServe v1.",
     )
-    p.add_argument("model", help="NAME or NAME:VERSION in the model repository")
+    p.add_argument("model", nargs="?", help="NAME or NAME:VERSION in the model repository")
+    p.add_argument("--name", dest="model_name", help="the model's NAME (instead of the argument)")
     p.add_argument("--version", dest="model_version", help="the version (instead of :VERSION)")
     p.add_argument(
         "--repository", help=f"the model repository root (default ${REPOSITORY_ENV} or "
@@ -44,6 +50,11 @@ def parser() -> argparse.ArgumentParser:
         help=f"larger request bodies get 413 (default {DEFAULT_MAX_BODY_BYTES})",
     )  # fmt: skip
     p.add_argument(
+        "--max-queue", type=int, default=DEFAULT_MAX_QUEUE,
+        help="the most requests waiting for the model, served in arrival order; more get 503 "
+        f"with Retry-After (default {DEFAULT_MAX_QUEUE})",
+    )  # fmt: skip
+    p.add_argument(
         "--drain-seconds", type=float, default=0.0,
         help="after SIGTERM, report not-ready this long before closing the listener",
     )  # fmt: skip
@@ -55,7 +66,10 @@ def parser() -> argparse.ArgumentParser:
         "--threads", type=int, default=1,
         help="threads for BLAS/OpenMP pools (default 1; 0 keeps the libraries' defaults)",
     )  # fmt: skip
-    p.add_argument("--access-log", action="store_true", help="log every request")
+    p.add_argument(
+        "--access-log", action=argparse.BooleanOptionalAction, default=False,
+        help="log every request",
+    )  # fmt: skip
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return p
 
@@ -78,6 +92,7 @@ def settings_from(args: argparse.Namespace) -> tuple[ListenAddress, ServerSettin
     settings = ServerSettings(
         batching=batching,
         max_body_bytes=args.max_body_bytes,
+        max_queue=args.max_queue,
         drain_seconds=args.drain_seconds,
         graceful_timeout_seconds=args.graceful_timeout,
         threads=args.threads or None,
@@ -87,18 +102,56 @@ def settings_from(args: argparse.Namespace) -> tuple[ListenAddress, ServerSettin
     return address, settings
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+NUMERIC_LIBRARIES = ("numpy", "sklearn", "onnxruntime", "xgboost", "lightgbm", "torch")
+
+
+def limit_threads_before_import(settings: ServerSettings) -> ServerSettings:
+    """Size the numeric libraries' thread pools through their environment variables, read
+    when they load, rather than with threadpoolctl afterwards (which costs its own import and
+    a scan of the loaded libraries at every start). Only while none of them is loaded yet;
+    otherwise the settings are left for threadpoolctl to apply."""
+    if settings.threads is None or any(name in sys.modules for name in NUMERIC_LIBRARIES):
+        return settings
+    for variable in THREAD_VARIABLES:
+        os.environ[variable] = str(settings.threads)
+    return dataclasses.replace(settings, threads=None)
+
+
+def reference_from(args: argparse.Namespace) -> str:
+    """`NAME[:VERSION]` from the argument or `--name`, with `--version` if given."""
+    if (args.model is None) == (args.model_name is None):
+        raise ValueError("name the model once: NAME[:VERSION] or --name NAME")
+    reference: str = args.model if args.model is not None else args.model_name
+    if args.model_version:
+        reference = f"{reference.partition(':')[0]}:{args.model_version}"
+    return reference
+
+
+def main(
+    argv: list[str] | None = None,
+    prog: str = "python -m ebbtide.runtime",
+    timeline: StartTimeline | None = None,
+) -> int:
+    timeline = timeline or StartTimeline.begin(SYSTEM_CLOCK)
+    args = parser(prog).parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    reference = args.model
-    if args.model_version:
-        reference = f"{args.model.partition(':')[0]}:{args.model_version}"
     try:
+        reference = reference_from(args)
         address, settings = settings_from(args)
-        location = resolve(reference, args.repository)
-    except (EbbtideError, ValueError) as error:
+    except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    return serve(location, address, settings)
+    settings = limit_threads_before_import(settings)
+    from ebbtide.runtime.server import resolve, serve
+
+    timeline.mark("imported")
+    try:
+        location = resolve(reference, args.repository)
+    except EbbtideError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    timeline.mark("resolved")
+    return serve(location, address, settings, timeline=timeline)

@@ -37,6 +37,13 @@ def parse_json(body: bytes) -> dict[str, Any]:
         data = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise BadInputError(f"the request body is not valid JSON: {error}") from None
+    except RecursionError:
+        # The decoder recurses once per nesting level and stops near the interpreter's
+        # recursion limit; a body nested that deep is no tensor request.
+        raise BadInputError(
+            "the request body nests JSON arrays or objects too deeply to decode; send each "
+            "tensor's data flat (row-major) with its shape"
+        ) from None
     if not isinstance(data, dict):
         raise BadInputError("the request body must be a JSON object")
     return data

@@ -34,6 +34,7 @@ from ebbtide.runtime.loaders import Model, create_model
 from ebbtide.runtime.metrics import ServerMetrics
 from ebbtide.runtime.repository import ModelLocation, ModelRepository, parse_reference
 from ebbtide.runtime.settings import ListenAddress, ServerSettings
+from ebbtide.runtime.timeline import StartTimeline
 
 log = logging.getLogger("ebbtide.runtime")
 EXIT_DRAINED = 0
@@ -116,11 +117,13 @@ def serve(
     address: ListenAddress,
     settings: ServerSettings | None = None,
     clock: Clock = SYSTEM_CLOCK,
+    timeline: StartTimeline | None = None,
 ) -> int:
     """Serve one model until drained; returns the exit code (0 drained, 3 load failed).
 
     Given a `LoadedModel`, the server is ready as soon as it listens; given a location, it
-    listens first and loads in the background, reporting not-ready until loaded."""
+    listens first and loads in the background, reporting not-ready until loaded. A
+    `timeline` of the process's start gets the last steps and goes to the log at ready."""
     settings = settings or ServerSettings()
     if isinstance(model, LoadedModel):
         served, load_seconds = model.model, model.load_seconds
@@ -129,7 +132,7 @@ def serve(
     metrics = ServerMetrics(served.location.name, served.location.version)
     if load_seconds is not None:
         metrics.load_seconds.set(load_seconds)
-    app = ModelServerApp(served, settings, clock, metrics)
+    app = ModelServerApp(served, settings, clock, metrics, timeline=timeline)
     config = uvicorn.Config(app, **_uvicorn_options(address, settings))
     server = DrainingServer(config, app, settings)
     app.on_fatal = server.fail

@@ -6,6 +6,7 @@ import socket
 from dataclasses import dataclass
 
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+DEFAULT_MAX_QUEUE = 64
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,10 @@ class ServerSettings:
     batching: BatchingSettings | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     """Larger request bodies get 413."""
+    max_queue: int = DEFAULT_MAX_QUEUE
+    """The most inference requests waiting for the model (served in arrival order); one more
+    gets 503 with `Retry-After`. A replica behind the gateway rarely sees a queue this long:
+    the gateway balances on outstanding requests and holds its own bounded queue."""
     drain_seconds: float = 0.0
     """After SIGTERM, report not-ready (while still serving) this long before closing the
     listener, so load balancers that poll readiness stop sending first (Kubernetes: a few
@@ -41,6 +46,10 @@ class ServerSettings:
     inflate the CPU utilization the autoscaler reads. None leaves the libraries' defaults."""
     access_log: bool = False
     log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        if self.max_queue < 0:
+            raise ValueError(f"--max-queue must be 0 or more, not {self.max_queue}")
 
 
 @dataclass(frozen=True)

@@ -25,12 +25,17 @@ Arrays = dict[str, np.ndarray[Any, Any]]
 
 
 class Model(ABC):
-    """One loaded model. Subclasses set `format`, `fork_safe` and implement load and predict."""
+    """One loaded model. Subclasses set `format`, `fork_safe` and implement `_load`, and either
+    `predict_now` (and set `blocking`) or `predict`."""
 
     format: ClassVar[str]
     fork_safe: bool = False
     """Whether a process may fork after `load()` and serve from the child. False where the
     format's runtime starts threads (OpenMP, onnxruntime, torch): they do not survive a fork."""
+    blocking: ClassVar[bool] = False
+    """True where the work is one call into a native library that never awaits
+    (`predict_now`): the server may run it in a worker thread, so that its event loop keeps
+    reading and queueing requests while the model computes."""
     fork_safety_set_by_load: ClassVar[bool] = False
     """True where only `load()` can tell `fork_safe` (a Python class declares it); otherwise
     the class attribute answers before loading, so a warm process need not load in vain."""
@@ -59,12 +64,18 @@ class Model(ABC):
     @abstractmethod
     def _load(self) -> None: ...
 
-    @abstractmethod
     async def predict(
         self, inputs: Arrays, outputs: Sequence[str], parameters: Mapping[str, Any]
     ) -> Arrays:
         """Run the model. `inputs` are already checked against `signature`; `outputs` lists
         the output names wanted (never empty); returns exactly those."""
+        return self.predict_now(inputs, outputs, parameters)
+
+    def predict_now(
+        self, inputs: Arrays, outputs: Sequence[str], parameters: Mapping[str, Any]
+    ) -> Arrays:
+        """`predict` as a plain call, for formats that are `blocking`."""
+        raise NotImplementedError(f"{type(self).__name__} predicts only with `await predict()`")
 
     async def unload(self) -> None:
         """Release what `load()` took."""

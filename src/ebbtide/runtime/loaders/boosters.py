@@ -23,6 +23,7 @@ INPUT_NAME = "input-0"
 
 class _Booster(Model):
     fork_safe = False
+    blocking = True
     input_datatype = "FP32"
 
     def _derive(self, features: int) -> None:
@@ -39,7 +40,7 @@ class _Booster(Model):
     def _run(self, features: np.ndarray[Any, Any]) -> Any:
         raise NotImplementedError
 
-    async def predict(
+    def predict_now(
         self, inputs: Arrays, outputs: Sequence[str], parameters: Mapping[str, Any]
     ) -> Arrays:
         result = np.asarray(self._run(self._only_input(inputs)))

@@ -36,6 +36,7 @@ ONNX_TYPES = {
 class OnnxModel(Model):
     format = "onnx"
     fork_safe = False
+    blocking = True
 
     def _load(self) -> None:
         runtime = import_extra("onnxruntime", "onnx", self.format)
@@ -67,7 +68,7 @@ class OnnxModel(Model):
         shape = tuple(dim if isinstance(dim, int) else -1 for dim in node.shape)
         return TensorSpec(node.name, datatype, shape)
 
-    async def predict(
+    def predict_now(
         self, inputs: Arrays, outputs: Sequence[str], parameters: Mapping[str, Any]
     ) -> Arrays:
         results = self._session.run(list(outputs), inputs)

@@ -24,6 +24,7 @@ METHODS = ("predict", "predict_proba")
 class SklearnModel(Model):
     format = "sklearn"
     fork_safe = True
+    blocking = True
 
     def _load(self) -> None:
         import joblib
@@ -55,7 +56,7 @@ class SklearnModel(Model):
     def default_outputs(self) -> tuple[str, ...]:
         return ("predict",)
 
-    async def predict(
+    def predict_now(
         self, inputs: Arrays, outputs: Sequence[str], parameters: Mapping[str, Any]
     ) -> Arrays:
         features = self._only_input(inputs)

@@ -19,6 +19,7 @@ from ebbtide.runtime.loaders.base import Arrays, Model, import_extra, load_faile
 class TorchScriptModel(Model):
     format = "torchscript"
     fork_safe = False
+    blocking = True
 
     def _load(self) -> None:
         if not self.signature.inputs or not self.signature.outputs:
@@ -35,7 +36,7 @@ class TorchScriptModel(Model):
         module.eval()
         self._module = module
 
-    async def predict(
+    def predict_now(
         self, inputs: Arrays, outputs: Sequence[str], parameters: Mapping[str, Any]
     ) -> Arrays:
         tensors = [self._torch.from_numpy(inputs[spec.name]) for spec in self.signature.inputs]
