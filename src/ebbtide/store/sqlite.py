@@ -52,6 +52,9 @@ CREATE TABLE IF NOT EXISTS changes (
     type TEXT NOT NULL, kind TEXT NOT NULL, namespace TEXT NOT NULL, name TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS processes (
+    name TEXT PRIMARY KEY, role TEXT NOT NULL, record TEXT NOT NULL
+);
 INSERT OR IGNORE INTO counters VALUES ('resource_version', 0);
 """
 
@@ -219,6 +222,30 @@ class SqliteStore:
             "SELECT value FROM counters WHERE name='resource_version'"
         ).fetchone()
         return int(row[0])
+
+    # -- processes that outlive the control plane ----------------------------------------
+
+    def record_process(self, name: str, role: str, record: dict[str, Any]) -> None:
+        """Remember a running process (a replica, a gateway worker) by name, so a control
+        plane that restarts can find it and take it over; replaces an earlier record."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO processes VALUES (?,?,?) "
+                "ON CONFLICT (name) DO UPDATE SET role=excluded.role, record=excluded.record",
+                (name, role, json.dumps(record)),
+            )
+
+    def forget_process(self, name: str) -> None:
+        with self._transaction() as db:
+            db.execute("DELETE FROM processes WHERE name=?", (name,))
+
+    def processes(self, role: str | None = None) -> dict[str, dict[str, Any]]:
+        """Recorded processes by name, optionally of one role."""
+        query, parameters = "SELECT * FROM processes", []
+        if role is not None:
+            query, parameters = query + " WHERE role=?", [role]
+        rows = self._db.execute(query + " ORDER BY name", parameters).fetchall()
+        return {row["name"]: json.loads(row["record"]) for row in rows}
 
     # -- internals ----------------------------------------------------------------------
 
