@@ -186,7 +186,8 @@ async def serve(home: Path, settings: ControlPlaneSettings | None = None) -> int
         await stop.wait()
     finally:
         if handing_over:
-            log.info("handing over: the gateway and %d replicas keep serving", len(adopted))
+            replicas = len(supervisor.replicas())
+            log.info("handing over: the gateway and %d replicas keep serving", replicas)
             await controller.release()
             await fleet.release()
         else:
