@@ -161,10 +161,8 @@ def up(
             asyncio.run(control_plane.serve(home, settings))
             return
         started = lifecycle.start_detached(home, options)
-        typer.echo(
-            f"control plane running (pid {started.pid}, restarted by keeper pid "
-            f"{started.keeper} after a crash); state in {home}"
-        )
+        typer.echo(f"control plane running (pid {started.pid}); state in {home}")
+        typer.echo(f"kept running by pid {started.keeper}, which restarts it after a crash")
         typer.echo(f"logs: {started.log}")
 
 

@@ -77,6 +77,8 @@ class ReconcilerSettings:
     record_lateness: Callable[[float], None] | None = None
     """Told, at each decision, how many seconds after its due time it ran: the measure of a
     control loop that keeps time while the data plane is busy."""
+    record_decision: Callable[[ObjectKey], None] | None = None
+    """Told of each decision, by endpoint: how soon a restarted control plane decides again."""
 
 
 class Reconciler:
@@ -143,6 +145,8 @@ class Reconciler:
                 self.settings.record_lateness(now - self._next_decision)
             self._decide(policy, now)
             self._next_decision = now + policy.sync_period
+            if self.settings.record_decision:
+                self.settings.record_decision(self.key)
         self._act(template)
         self.publish(endpoint)
         self._report(record.generation, endpoint)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import uvicorn
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from ebbtide.api.client import socket_path
 from ebbtide.api.server import build_app
@@ -144,6 +144,26 @@ async def serve(home: Path, settings: ControlPlaneSettings | None = None) -> int
         buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
         registry=registry,
     )
+    decisions = Counter(
+        "ebbtide_controller_decisions",
+        "Autoscaling decisions made, by endpoint.",
+        ["namespace", "endpoint"],
+        registry=registry,
+    )
+
+    decided: set[ObjectKey] = set()
+
+    def record_decision(key: ObjectKey) -> None:
+        if key not in decided:
+            decided.add(key)
+            log.info(
+                "first decision for %s/%s %.2f s after the control plane started",
+                key.namespace,
+                key.name,
+                SYSTEM_CLOCK.now() - started,
+            )
+        decisions.labels(key.namespace, key.name).inc()
+
     controller = Controller(
         store,
         supervisor,
@@ -153,6 +173,7 @@ async def serve(home: Path, settings: ControlPlaneSettings | None = None) -> int
             repository=repository,
             profile=PROFILES[settings.profile],
             record_lateness=lateness.observe,
+            record_decision=record_decision,
         ),
     )
     fleet.on_demand = controller.demand

@@ -222,6 +222,7 @@ class GatewayFleet:
             self.routes.setdefault(entry.route.key, entry)
         for entry in self.routes.values():
             link.send({"op": "set", "route": entry.to_wire()})
+        link.send({"op": "synced"})
         link.reader = asyncio.create_task(self._read(link, reader), name=f"gateway {link.worker}")
         return True
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from ebbtide.core.clock import SYSTEM_CLOCK
 from ebbtide.core.errors import EbbtideError
 from ebbtide.core.sockets import listen_tcp
-from ebbtide.gateway.channel import REPORT_INTERVAL
+from ebbtide.gateway.channel import REPORT_INTERVAL, SYNC_TIMEOUT
 from ebbtide.gateway.gateway import Gateway
 from ebbtide.gateway.service import GatewayService
 from ebbtide.gateway.settings import GatewaySettings
@@ -38,6 +38,12 @@ def parser() -> argparse.ArgumentParser:
         "before any byte of an answer (safe for inference, which changes nothing).",
     )
     parser.add_argument("--report-interval", type=float, default=REPORT_INTERVAL)
+    parser.add_argument(
+        "--sync-timeout",
+        type=float,
+        default=SYNC_TIMEOUT,
+        help="Seconds to wait for a control plane's routes before serving without them.",
+    )
     parser.add_argument("--loop", choices=["auto", "asyncio", "uvloop"], default="auto")
     return parser
 
@@ -59,7 +65,11 @@ async def run(arguments: argparse.Namespace) -> None:
         settings=GatewaySettings(retry_unanswered=arguments.retry_unanswered),
     )
     service = GatewayService(
-        gateway, arguments.control, arguments.worker, report_interval=arguments.report_interval
+        gateway,
+        arguments.control,
+        arguments.worker,
+        report_interval=arguments.report_interval,
+        sync_timeout=arguments.sync_timeout,
     )
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

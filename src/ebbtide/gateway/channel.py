@@ -11,6 +11,7 @@ newer connection replaces an older one, so a restarted control plane takes over 
     control plane → gateway:
         {"op": "set", "seq": N, "route": ROUTE}         serve exactly ROUTE's upstreams
         {"op": "remove", "seq": N, "namespace": NS, "endpoint": EP}
+        {"op": "synced", "seq": N}      every route given: a starting gateway begins to serve
         {"op": "stop", "seq": N, "grace": SECONDS}      finish in-flight requests and exit
     gateway → control plane:
         {"event": "traffic", "applied": N, "endpoints": [REPORT, ...]}
@@ -41,6 +42,9 @@ from ebbtide.gateway.traffic import TrafficSnapshot
 PROTOCOL = 1
 REPORT_INTERVAL = 0.05
 """Seconds between traffic reports: what a drain waits at most beyond its last request."""
+SYNC_TIMEOUT = 5.0
+"""The longest a starting gateway waits for `synced` before it serves whatever it has (a
+gateway run without a control plane serves after this, with no routes until one connects)."""
 
 
 class ChannelError(ValueError):

@@ -21,6 +21,7 @@ from ebbtide.core.sockets import listen_owner_only
 from ebbtide.gateway.channel import (
     PROTOCOL,
     REPORT_INTERVAL,
+    SYNC_TIMEOUT,
     ChannelError,
     EndpointReport,
     RouteEntry,
@@ -43,6 +44,7 @@ class GatewayService:
         worker: int = 0,
         clock: Clock = SYSTEM_CLOCK,
         report_interval: float = REPORT_INTERVAL,
+        sync_timeout: float = SYNC_TIMEOUT,
     ) -> None:
         self.gateway = gateway
         self.control = control
@@ -50,6 +52,8 @@ class GatewayService:
         self.clock = clock
         self.report_interval = report_interval
         self.stopped = asyncio.Event()
+        self.synced = asyncio.Event()
+        self.sync_timeout = sync_timeout
         self.grace = 5.0
         self._writer: asyncio.StreamWriter | None = None
         self._applied = 0
@@ -62,7 +66,6 @@ class GatewayService:
         """Serve HTTP on `listener` and the channel on `control` until a `stop` op or
         `stopped` is set; then finish in-flight requests (up to the grace) and return."""
         self._listener = listener
-        await self.gateway.start(sock=listener)
         channel = listen_owner_only(
             self.control,
             f"a gateway is already running on {self.control}; `ebbtide down` stops it",
@@ -72,8 +75,14 @@ class GatewayService:
             asyncio.create_task(self._accept(channel), name="gateway-channel"),
             asyncio.create_task(self._report(), name="gateway-reports"),
         ]
-        log.info("gateway worker %d serving on %s:%d", self.worker, *self.gateway.address)
         try:
+            # Accept HTTP only once a control plane has given every route (`synced`), so
+            # that a restarted gateway answers no 404 for a route it was about to get;
+            # meanwhile connections wait in the socket's queue.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.synced.wait(), self.sync_timeout)
+            await self.gateway.start(sock=listener)
+            log.info("gateway worker %d serving on %s:%d", self.worker, *self.gateway.address)
             await self.stopped.wait()
         finally:
             for task in tasks:
@@ -120,7 +129,7 @@ class GatewayService:
             "protocol": PROTOCOL,
             "pid": os.getpid(),
             "worker": self.worker,
-            "address": list(self.gateway.address),
+            "address": list(self._listener.getsockname()[:2]),
             "routes": [self._entry(route).to_wire() for route in self.gateway.routes()],
         }
         connection.setblocking(True)
@@ -161,11 +170,13 @@ class GatewayService:
                 namespace, endpoint = str(message["namespace"]), str(message["endpoint"])
                 self.gateway.remove_route(namespace, endpoint)
                 self._pending_demand.discard((namespace, endpoint))
+            elif operation == "synced":
+                self.synced.set()
             elif operation == "stop":
                 self.grace = float(message.get("grace", self.grace))
                 self.stopped.set()
             else:
-                raise ChannelError(f"unknown op {operation!r}; use set, remove or stop")
+                raise ChannelError(f"unknown op {operation!r}; use set, remove, synced or stop")
         except (ChannelError, KeyError, ValueError) as error:
             self._send({"event": "error", "seq": seq, "reason": str(error)})
         if isinstance(seq, int):
