@@ -181,7 +181,7 @@ def test_kill_9_of_the_control_plane_under_load_fails_no_request_and_adopts_ever
         reasons = [e["reason"] for e in client.events("default", NAME)]
         assert "ControlPlaneRestarted" in reasons
         assert "Adopted" in reasons
-        client.scale("default", NAME, 3)  # scaling works again
+    apply(plane, tmp_path, minReplicas=3, maxReplicas=3)  # scaling works again
     wait_for(lambda: plane.status().get("readyReplicas") == 3, 60, "a third replica")
     assert before.items() <= plane.pods().items()
 

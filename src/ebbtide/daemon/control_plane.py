@@ -136,7 +136,13 @@ async def serve(home: Path, settings: ControlPlaneSettings | None = None) -> int
         raise
     repository = settings.repository or _default_repository(home)
     supervisor = Supervisor(WarmForkLauncher(SubprocessLauncher()), paths.logs, ledger=store)
+    gateway_ready = SYSTEM_CLOCK.now()
     adopted = await supervisor.adopt()
+    log.info(
+        "gateway ready %.2f s and replicas adopted %.2f s after start",
+        gateway_ready - started,
+        SYSTEM_CLOCK.now() - started,
+    )
     registry = CollectorRegistry()
     lateness = Histogram(
         "ebbtide_controller_decision_lateness_seconds",

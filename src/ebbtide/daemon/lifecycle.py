@@ -28,6 +28,9 @@ from ebbtide.daemon.control_plane import StatePaths
 from ebbtide.daemon.keeper import KEEPER_PID_FILE
 from ebbtide.store import SqliteStore
 
+_started_here: dict[int, subprocess.Popen[bytes]] = {}
+"""Keepers this process started, reaped by `stop` (a program that starts and stops control
+planes, a test or a benchmark, leaves no zombie)."""
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 30.0
 POLL_INTERVAL = 0.05
@@ -82,6 +85,7 @@ def start_detached(
             raise EbbtideError(f"the control plane could not start: {_last_line(log)}")
         pid = _recorded_pid(paths)
         if pid is not None and is_running(home):
+            _started_here[process.pid] = process
             return Started(pid, log, keeper=process.pid)
         SYSTEM_CLOCK.blocking_sleep(POLL_INTERVAL)
     process.terminate()
@@ -113,6 +117,9 @@ def stop(home: Path, timeout: float = STOP_TIMEOUT) -> int | None:
         with contextlib.suppress(psutil.NoSuchProcess):
             survivor.kill()
     _wait_gone(leftovers, 5)
+    if keeper is not None and keeper.pid in _started_here:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            _started_here.pop(keeper.pid).wait(timeout=5)
     swept = sweep(paths, timeout)
     for stale in (paths.pid, paths.home / KEEPER_PID_FILE):
         with contextlib.suppress(FileNotFoundError):

@@ -124,6 +124,9 @@ class Replica:
 
 ChangeListener = Callable[[Replica], None]
 log = logging.getLogger("ebbtide.supervisor")
+ADOPTION_PROBE = 0.5
+"""Seconds an adopted replica's first readiness probe may take before the control plane goes
+on without waiting for it."""
 
 
 class Supervisor:
@@ -239,17 +242,19 @@ class Supervisor:
         that answer their readiness probe are ready when this returns."""
         if self.ledger is None:
             return []
-        adopted = []
+        records = []
         for name, raw in self.ledger.processes(REPLICA_ROLE).items():
             try:
-                record = ReplicaRecord.from_record(name, raw)
+                records.append(ReplicaRecord.from_record(name, raw))
             except (KeyError, TypeError, ValueError) as error:
                 log.warning("dropping the unreadable record of replica %s: %s", name, error)
                 self.ledger.forget_process(name)
-                continue
-            replica = await self._adopt_one(record)
+        outcomes = await asyncio.gather(*(self._adopt_one(record) for record in records))
+        adopted = []
+        for record, replica in zip(records, outcomes, strict=True):
             if replica is None:
-                self.ledger.forget_process(name)
+                log.info("replica %s no longer runs as recorded; it will be replaced", record.name)
+                self.ledger.forget_process(record.name)
             else:
                 adopted.append(replica)
         return adopted
@@ -265,16 +270,17 @@ class Supervisor:
             started_at=record.started_at,
             restarts=record.restarts,
         )
-        if not await self._probe(replica, self._model_ready_url(replica)):
-            return None
+        # A busy replica may answer its probe late; it is ours all the same (its identity and
+        # port say so), and it joins the rotation when it answers.
+        ready = await self._probe(replica, self._model_ready_url(replica), ADOPTION_PROBE)
         process = AdoptedProcess(record.identity)
         replica.process, replica.pid = process, process.pid
         template = replica.template
         replica.limits = self.limits.apply(
             replica.name, process.pid, template.cpu_limit, template.memory_limit
         )
-        replica.phase = Phase.RUNNING
-        replica.ready, replica.ready_since = True, self.clock.now()
+        replica.phase = Phase.RUNNING if ready else Phase.PENDING
+        replica.ready, replica.ready_since = ready, self.clock.now()
         self._replicas[replica.name] = replica
         replica.task = asyncio.create_task(
             self._keep_running(replica, adopted=process), name=f"replica {replica.name}"
@@ -326,8 +332,19 @@ class Supervisor:
         self._set_ready(replica, False)
 
     async def _watch(self, replica: Replica, process: ReplicaProcess) -> None:
-        """An adopted replica, ready already: until it exits."""
-        replica.last_exit_code = await process.wait()
+        """An adopted replica: until it exits (once ready, if it was not yet)."""
+        exited = asyncio.create_task(process.wait())
+        if not replica.ready:
+            probing = asyncio.create_task(self._until_ready(replica))
+            done, _ = await asyncio.wait({exited, probing}, return_when=asyncio.FIRST_COMPLETED)
+            if probing in done and probing.result():
+                replica.phase = Phase.RUNNING
+                self._set_ready(replica, True)
+            else:
+                probing.cancel()
+                if exited not in done:
+                    process.kill()
+        replica.last_exit_code = await exited
         self._set_ready(replica, False)
 
     def _record(self, replica: Replica) -> None:
@@ -355,9 +372,9 @@ class Supervisor:
             f"/versions/{template.model_version}/ready"
         )
 
-    async def _probe(self, replica: Replica, url: str) -> bool:
+    async def _probe(self, replica: Replica, url: str, timeout: float) -> bool:
         with contextlib.suppress(httpx.HTTPError):
-            return (await self._http.get(url)).status_code == 200
+            return (await self._http.get(url, timeout=timeout)).status_code == 200
         return False
 
     async def _until_ready(self, replica: Replica) -> bool:
