@@ -227,3 +227,29 @@ def test_kill_9_of_the_gateway_under_load_restarts_it_within_a_second(
     assert len(lost) <= 3, lost
     print(f"kill -9 of the gateway: {len(lost)} of {len(outcomes)} failed: {lost}")
     assert all(o.ok for o in outcomes if o.due > 3.0), "requests after the restart failed"
+
+
+def test_a_replica_that_dies_while_no_control_plane_runs_is_replaced(
+    plane: Plane, tmp_path: Path
+) -> None:
+    apply(plane, tmp_path, minReplicas=2, maxReplicas=2)
+    wait_for(lambda: plane.status().get("readyReplicas") == 2, 90, "two ready replicas")
+    before = plane.pods()
+    survivor, victim = sorted(before)
+    first = plane.pid()
+
+    def crash_both() -> None:
+        os.kill(first, signal.SIGKILL)
+        os.kill(before[victim], signal.SIGKILL)  # before the keeper starts the next one
+
+    outcomes = under_load(plane, 6.0, crash_both, at=2.0)
+    assert failures(outcomes) == []  # the gateway sends the dead replica's share elsewhere
+
+    def replaced() -> bool:
+        pods = plane.pods()
+        return plane.status().get("readyReplicas") == 2 and victim not in pods
+
+    wait_for(replaced, 60, "a replacement for the replica that died")
+    after = plane.pods()
+    assert after[survivor] == before[survivor]  # adopted, not restarted
+    assert "1 replicas adopted" in plane.log()
