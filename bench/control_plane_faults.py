@@ -94,12 +94,13 @@ def load(
     return asyncio.run(run())
 
 
-def first_decisions(home: Path) -> list[float]:
+def seconds_in(home: Path, before: str, after: str) -> list[float]:
+    """Every figure the control plane's log wrote between `before` and `after`."""
     log = (home / "logs" / "control-plane.log").read_text()
     return [
-        float(line.split(" s after the control plane started")[0].split()[-1])
+        float(line.split(before, 1)[1].split(after, 1)[0])
         for line in log.splitlines()
-        if f"first decision for default/{NAME}" in line
+        if before in line and after in line
     ]
 
 
@@ -155,7 +156,8 @@ def main() -> None:
             failed = [o for o in outcomes if not o.ok]
             same = pods(home) == before
             rows.append((label, len(outcomes), len(failed), same, replacement[-1], failed))
-        decided = first_decisions(home)
+        up = seconds_in(home, "control plane up in ", " s:")
+        decided = seconds_in(home, f"first decision for default/{NAME} ", " s after")
     finally:
         lifecycle.stop(home)
     print(
@@ -167,10 +169,11 @@ def main() -> None:
         print(f"{label:<24}{sent:>6}{failed_count:>8}{'yes' if same else 'no':>11}{took:>15.2f}")
         for outcome in failed[:5]:
             print(f"    {outcome.error or outcome.status}")
-    print(
-        "first decision after each control plane's start (s): "
-        + ", ".join(f"{d:.2f}" for d in decided)
-    )
+    print("each control plane, from its start (s): up (adopted all, answering) / first decision")
+    for number, (ready, decision) in enumerate(zip(up, decided, strict=False), 1):
+        print(
+            f"    {number}: {ready:.2f} / {decision:.2f}   decided {decision - ready:.2f} after up"
+        )
 
 
 if __name__ == "__main__":

@@ -130,10 +130,12 @@ class GatewayFleet:
         for link in self._links:
             if not link.connected:
                 await self._launch(link)
-        for stale in set(self.store.processes(GATEWAY_ROLE)) - {
-            f"gateway-{link.worker}" for link in self._links
-        }:
-            self.store.forget_process(stale)
+        wanted = {f"gateway-{link.worker}" for link in self._links}
+        for name, record in self.store.processes(GATEWAY_ROLE).items():
+            if name not in wanted:  # a worker beyond the count asked for now
+                with contextlib.suppress(KeyError, ValueError):
+                    ProcessIdentity.from_record(record).signal(signal.SIGTERM)
+                self.store.forget_process(name)
 
     def _bound(self, link: WorkerLink) -> tuple[str, int]:
         assert link.listener is not None
