@@ -11,7 +11,6 @@ rollout moves as fast as replicas start.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -31,9 +30,21 @@ from ebbtide.runtime.repository import ModelRepository
 from ebbtide.spec import InferenceEndpoint
 from ebbtide.spec.quantity import format_cpu, format_memory
 from ebbtide.store import ObjectKey, Store, rfc3339
-from ebbtide.supervisor import Backoff, Replica, ReplicaTemplate, Supervisor
+from ebbtide.supervisor import Backoff, Replica, ReplicaTemplate
 
 DRAIN_POLL = 0.01
+
+
+class ReplicaSupervisor(Protocol):
+    """What an endpoint's loop needs of the replica processes (`Supervisor` is the real one)."""
+
+    def replicas(
+        self, namespace: str | None = None, endpoint: str | None = None
+    ) -> list[Replica]: ...
+
+    def start(self, template: ReplicaTemplate) -> Replica: ...
+
+    async def stop(self, name: str) -> None: ...
 
 
 class GatewayPort(Protocol):
@@ -88,7 +99,7 @@ class Reconciler:
         self,
         key: ObjectKey,
         store: Store,
-        supervisor: Supervisor,
+        supervisor: ReplicaSupervisor,
         gateway: GatewayPort,
         clock: Clock,
         settings: ReconcilerSettings,
@@ -128,9 +139,19 @@ class Reconciler:
                 self.store.record_event(self.key, "Warning", "ReconcileFailed", str(error))
                 failures += 1
                 timeout = self.settings.retry.delay(failures)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), timeout)
+            await self._until_woken(timeout)
             self.wake.clear()
+
+    async def _until_woken(self, timeout: float) -> None:
+        """Until `wake` is set or `timeout` seconds of the injected clock have passed (a
+        test drives the loop in virtual time)."""
+        woken = asyncio.ensure_future(self.wake.wait())
+        timer = asyncio.ensure_future(self.clock.sleep(timeout))
+        try:
+            await asyncio.wait({woken, timer}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            woken.cancel()
+            timer.cancel()
 
     async def reconcile(self) -> None:
         record = self.store.get(self.key)
