@@ -27,6 +27,7 @@ from ebbtide.loadgen.schedule import constant
 from ebbtide.runtime import ModelRepository
 from ebbtide.runtime.samples import ensure_sample
 from ebbtide.store import SqliteStore
+from tests.conftest import start_control_plane, stop_process
 
 pytestmark = pytest.mark.integration
 SEED = Path(__file__).parent.parent / "fixtures" / "inference_endpoint.yaml"
@@ -261,3 +262,28 @@ def test_a_replica_that_dies_while_no_control_plane_runs_is_replaced(
     after = plane.pods()
     assert after[survivor] == before[survivor]  # adopted, not restarted
     assert "1 replicas adopted" in plane.log()
+
+
+def test_down_stops_what_a_dead_control_plane_left_running(
+    ebbtide_home: Path, repository: Path, tmp_path: Path
+) -> None:
+    # No keeper: a control plane in the foreground, killed, and nobody starts another.
+    process = start_control_plane(ebbtide_home, "--repository", str(repository))
+    plane = Plane(ebbtide_home)
+    try:
+        apply(plane, tmp_path, minReplicas=1, maxReplicas=1)
+        wait_for(lambda: plane.status().get("readyReplicas") == 1, 90, "a ready replica")
+        left = [ProcessIdentity.of(pid) for pid in plane.pods().values()] + plane.gateways()
+        process.kill()
+        process.wait()
+        assert all(identity.alive() for identity in left)  # the data plane serves on
+    finally:
+        stop_process(process)
+        outcome = lifecycle.stop(ebbtide_home)
+    assert outcome == -1  # no control plane ran; what it left was stopped
+    wait_for(lambda: not any(identity.alive() for identity in left), 10, "nothing left")
+    store = SqliteStore(ebbtide_home / "state.db")
+    try:
+        assert store.processes() == {}
+    finally:
+        store.close()
