@@ -191,3 +191,25 @@ def test_a_request_at_zero_starts_a_replica_without_waiting_for_a_decision(
         loop.cancel()
 
     asyncio.run(run())
+
+
+def test_a_loop_of_a_restarted_control_plane_keeps_the_autoscalers_history(
+    repository: Path,
+) -> None:
+    async def run() -> None:
+        clock, supervisor, gateway, first, _ = scenario(repository, minReplicas=2)
+        loop = asyncio.create_task(first.run())
+        await settle()
+        for _ in range(3):
+            clock.advance(0.25)
+            await settle()
+        loop.cancel()
+        remembered = first.state
+        assert remembered.recommendations
+        assert remembered.samples  # readings of the last decisions
+        successor = Reconciler(KEY, first.store, supervisor, gateway, clock, first.settings)
+        assert successor.state.recommendations == remembered.recommendations
+        assert successor.state.initialized
+        assert successor.state.samples == ()  # counter readings start afresh
+
+    asyncio.run(run())

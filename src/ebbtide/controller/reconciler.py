@@ -17,6 +17,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+import psutil
+
 from ebbtide.autoscaler.decision import Decision, decide
 from ebbtide.autoscaler.explain import explain
 from ebbtide.autoscaler.observation import Traffic
@@ -112,7 +114,7 @@ class Reconciler:
         self.gateway = gateway
         self.clock = clock
         self.settings = settings
-        self.state = State()
+        self.state = self._restored_state()
         self.scale: int | None = None
         """The count the endpoint is scaled to (a Deployment's spec.replicas)."""
         self.decision: Decision | None = None
@@ -187,6 +189,9 @@ class Reconciler:
         )
         decision = decide(observation, policy, self.state, now)
         self.state, self.decision = decision.state, decision
+        self.store.save_loop_state(
+            self.key, {"boot": psutil.boot_time(), "autoscaler": self.state.to_record()}
+        )
         self.explanation = explain(decision, policy)
         if decision.rescale:
             self.scale = decision.desired
@@ -197,6 +202,17 @@ class Reconciler:
             self._set_condition(
                 condition.type, condition.status, condition.reason, condition.message
             )
+
+    def _restored_state(self) -> State:
+        """The autoscaler's history as the previous control plane left it (its times are
+        the monotonic clock's, which holds across processes until the machine restarts)."""
+        saved = self.store.loop_state(self.key)
+        if not saved or saved.get("boot") != psutil.boot_time():
+            return State()
+        try:
+            return State.from_record(saved["autoscaler"])
+        except (KeyError, ValueError):
+            return State()
 
     def _act(self, template: ReplicaTemplate) -> None:
         assert self.scale is not None
