@@ -16,12 +16,32 @@ from dataclasses import dataclass
 import psutil
 
 START_TIME_TOLERANCE = 0.05
-"""Seconds two readings of one process's start time may differ by (kernel ticks)."""
+"""Seconds two readings of one process's start time may differ by, where it is read as
+seconds since the epoch (off Linux)."""
+
+
+def start_time(pid: int) -> float:
+    """When the kernel started `pid`: on Linux its start in clock ticks after boot, exactly as
+    the kernel keeps it (psutil's seconds since the epoch add the boot time, which some
+    kernels report a second off from one reading to the next); elsewhere psutil's reading.
+    `ProcessLookupError` if no such process runs."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+        return float(fields[19])  # field 22 of proc(5), counted after the command name
+    except FileNotFoundError:
+        raise ProcessLookupError(pid) from None
+    except (OSError, IndexError, ValueError):
+        pass
+    try:
+        return float(psutil.Process(pid).create_time())
+    except psutil.NoSuchProcess:
+        raise ProcessLookupError(pid) from None
 
 
 @dataclass(frozen=True)
 class ProcessIdentity:
-    """A process as a pid and its start time (seconds since the epoch, as psutil reads it)."""
+    """A process as a pid and its start time (`start_time`)."""
 
     pid: int
     start_time: float
@@ -29,19 +49,15 @@ class ProcessIdentity:
     @classmethod
     def of(cls, pid: int) -> ProcessIdentity:
         """The identity of the running process `pid`; `ProcessLookupError` if there is none."""
-        try:
-            return cls(pid, psutil.Process(pid).create_time())
-        except psutil.NoSuchProcess:
-            raise ProcessLookupError(pid) from None
+        return cls(pid, start_time(pid))
 
     def alive(self) -> bool:
         """Whether this very process runs (a zombie does not: it has exited)."""
         try:
-            process = psutil.Process(self.pid)
-            if abs(process.create_time() - self.start_time) > START_TIME_TOLERANCE:
+            if abs(start_time(self.pid) - self.start_time) > START_TIME_TOLERANCE:
                 return False
-            return process.status() != psutil.STATUS_ZOMBIE
-        except psutil.NoSuchProcess:
+            return psutil.Process(self.pid).status() != psutil.STATUS_ZOMBIE
+        except (ProcessLookupError, psutil.NoSuchProcess):
             return False
 
     def open(self) -> int:
