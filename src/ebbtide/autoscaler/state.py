@@ -8,6 +8,7 @@ carries the time it was made, and every delay compares times: nothing counts tic
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 from ebbtide.autoscaler.windows import Sample
 
@@ -79,3 +80,50 @@ class State:
             kept = tuple(e for e in self.scale_down_events if e.time >= now - keep_down)
             return replace(self, scale_down_events=(*kept, ScaleEvent(now, before - after)))
         return self
+
+    def to_record(self) -> dict[str, Any]:
+        """The state as JSON-ready data for a control plane that restarts, less the counter
+        readings (`samples`): the gateway that produced them may restart too, and its
+        counters with it, so the windows start afresh while the history is kept."""
+        return {
+            "recommendations": [[r.time, r.replicas, r.burst] for r in self.recommendations],
+            "scale_up_events": [[e.time, e.change] for e in self.scale_up_events],
+            "scale_down_events": [[e.time, e.change] for e in self.scale_down_events],
+            "initialized": self.initialized,
+            "burst_since": self.burst_since,
+            "burst_last_triggered": self.burst_last_triggered,
+            "last_request_at": self.last_request_at,
+            "scaled_to_zero": self.scaled_to_zero,
+            "start_times": list(self.start_times),
+            "timed": sorted(self.timed),
+        }
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> State:
+        """The state `to_record` wrote; `ValueError` if it is not one."""
+        try:
+            return cls(
+                recommendations=tuple(
+                    Recommendation(float(t), int(n), bool(b))
+                    for t, n, b in record["recommendations"]
+                ),
+                scale_up_events=tuple(
+                    ScaleEvent(float(t), int(c)) for t, c in record["scale_up_events"]
+                ),
+                scale_down_events=tuple(
+                    ScaleEvent(float(t), int(c)) for t, c in record["scale_down_events"]
+                ),
+                initialized=bool(record["initialized"]),
+                burst_since=_optional_time(record["burst_since"]),
+                burst_last_triggered=_optional_time(record["burst_last_triggered"]),
+                last_request_at=_optional_time(record["last_request_at"]),
+                scaled_to_zero=bool(record["scaled_to_zero"]),
+                start_times=tuple(float(t) for t in record["start_times"]),
+                timed=frozenset(str(name) for name in record["timed"]),
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"not an autoscaler state: {error!r}") from None
+
+
+def _optional_time(value: Any) -> float | None:
+    return None if value is None else float(value)

@@ -124,8 +124,23 @@ def up(
         int | None,
         typer.Option(help="The dashboard's port on 127.0.0.1 (default 8090, or a free one)."),
     ] = None,
+    gateway_workers: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Gateway processes sharing the port (SO_REUSEPORT), up to one per core."
+        ),
+    ] = 1,
+    systemd_unit: Annotated[
+        bool,
+        typer.Option(
+            "--systemd-unit", help="Print a systemd unit that runs this control plane; start none."
+        ),
+    ] = False,
 ) -> None:
-    """Run the local control plane (in the foreground unless --detach)."""
+    """Run the local control plane (in the foreground unless --detach).
+
+    With --detach a keeper starts it again after a crash; the gateway and the replicas run in
+    processes of their own and keep serving meanwhile."""
     # Imported here, not at the top: the control plane pulls in the gateway, the controller and
     # the server stack, and every other command should start without paying for them.
     from ebbtide.autoscaler.profiles import PROFILES
@@ -135,18 +150,28 @@ def up(
     with guarded():
         if profile not in PROFILES:
             fail(f"unknown profile {profile!r}; choose one of {', '.join(sorted(PROFILES))}")
+        options = ["--gateway-port", str(gateway_port), "--profile", profile]
+        options += ["--gateway-workers", str(gateway_workers)]
+        if dashboard_port is not None:
+            options += ["--dashboard-port", str(dashboard_port)]
+        if systemd_unit:
+            from ebbtide.daemon.systemd import systemd_unit as unit
+
+            typer.echo(unit(home, options), nl=False)
+            return
         if not detach:
             settings = control_plane.ControlPlaneSettings(
-                gateway_port=gateway_port, profile=profile, dashboard_port=dashboard_port
+                gateway_port=gateway_port,
+                profile=profile,
+                gateway_workers=gateway_workers,
+                dashboard_port=dashboard_port,
             )
             typer.echo(f"control plane serving on {socket_path(home)} (Ctrl-C stops it)")
             asyncio.run(control_plane.serve(home, settings))
             return
-        options = ["--gateway-port", str(gateway_port), "--profile", profile]
-        if dashboard_port is not None:
-            options += ["--dashboard-port", str(dashboard_port)]
         started = lifecycle.start_detached(home, options)
         typer.echo(f"control plane running (pid {started.pid}); state in {home}")
+        typer.echo(f"kept running by pid {started.keeper}, which restarts it after a crash")
         typer.echo(f"logs: {started.log}")
 
 
@@ -173,6 +198,18 @@ def dashboard(
 
 
 @app.command()
+def restart() -> None:
+    """Replace the running control plane with a new one (new code takes effect) while the
+    gateway and the replicas keep serving; the new one adopts them."""
+    from ebbtide.daemon import lifecycle
+
+    home = ebbtide_home()
+    with guarded():
+        started = lifecycle.restart(home)
+        typer.echo(f"control plane restarted (pid {started.pid}); the data plane kept serving")
+
+
+@app.command()
 def down() -> None:
     """Stop the local control plane and every replica it runs."""
     from ebbtide.daemon import lifecycle
@@ -182,6 +219,8 @@ def down() -> None:
         pid = lifecycle.stop(home)
         if pid is None:
             typer.echo(f"no control plane is running for {home}")
+        elif pid < 0:
+            typer.echo("no control plane was running; stopped the replicas and gateway it left")
         else:
             typer.echo(f"control plane stopped (pid {pid})")
 

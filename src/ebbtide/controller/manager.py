@@ -54,6 +54,17 @@ class Controller:
             self.gateway.withdraw(key)
         await self.supervisor.stop_all()
 
+    async def release(self) -> None:
+        """Stop every loop and leave every replica and route serving (a hand-over to the next
+        control plane, which adopts them)."""
+        for task in self._tasks.values():
+            task.cancel()
+        for task in self._tasks.values():
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await asyncio.gather(*self._closing, return_exceptions=True)
+        await self.supervisor.release()
+
     def _on_change(self, change: Change) -> None:
         if change.key.kind != KIND:
             return

@@ -1,39 +1,54 @@
 """One endpoint's control loop: observe, decide, plan, act, report.
 
-Each sync period the reconciler gathers what it needs (replica processes, their CPU and
-memory, the gateway's counters), asks the autoscaler for a replica count (a pure decision),
-asks the plan for the next step towards it (a pure plan), and acts: starts replicas, drains
-and stops others, and tells the gateway which replicas are ready. Between sync periods it
-also wakes on every replica change, so a replica that becomes ready serves at once and a
-rollout moves as fast as replicas start.
+Each sync period the reconciler gathers what it needs (`observe`: replica processes, their
+CPU and memory, the gateway's counters), asks the autoscaler for a replica count (the pure
+`decide`), asks the plan for the next step towards it (the pure `plan`), and acts: starts
+replicas, drains and stops others, and tells the gateway which replicas are ready; then it
+writes the status `report` builds. Between sync periods it also wakes on every replica change,
+so a replica that becomes ready serves at once and a rollout moves as fast as replicas start.
+Every wait is on the injected clock, so tests drive the loop in virtual time.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+import psutil
+
 from ebbtide.autoscaler.decision import Decision, decide
 from ebbtide.autoscaler.explain import explain
-from ebbtide.autoscaler.observation import Observation, ReplicaSample, Traffic
+from ebbtide.autoscaler.observation import Traffic
 from ebbtide.autoscaler.policy import Policy, policy_for
 from ebbtide.autoscaler.profiles import LOCAL, Profile
 from ebbtide.autoscaler.state import State
+from ebbtide.controller.observe import observe
 from ebbtide.controller.plan import ObservedReplica, RolloutSettings, plan
+from ebbtide.controller.report import endpoint_status, pod_object
 from ebbtide.core.clock import Clock
 from ebbtide.core.errors import EbbtideError
-from ebbtide.metrics import UsageWindow, read_usage
+from ebbtide.metrics import UsageWindow
 from ebbtide.runtime.repository import ModelRepository
 from ebbtide.spec import InferenceEndpoint
-from ebbtide.spec.quantity import format_cpu, format_memory
 from ebbtide.store import ObjectKey, Store, rfc3339
-from ebbtide.supervisor import Backoff, Replica, ReplicaTemplate, Supervisor
+from ebbtide.supervisor import Backoff, Replica, ReplicaTemplate
 
 DRAIN_POLL = 0.01
+
+
+class ReplicaSupervisor(Protocol):
+    """What an endpoint's loop needs of the replica processes (`Supervisor` is the real one)."""
+
+    def replicas(
+        self, namespace: str | None = None, endpoint: str | None = None
+    ) -> list[Replica]: ...
+
+    def start(self, template: ReplicaTemplate) -> Replica: ...
+
+    async def stop(self, name: str) -> None: ...
 
 
 class GatewayPort(Protocol):
@@ -79,6 +94,8 @@ class ReconcilerSettings:
     control loop that keeps time while the data plane is busy."""
     record_decision: Callable[[ObjectKey, Decision, str], None] | None = None
     """Told every decision with its one-line explanation (the dashboard's history)."""
+    count_decision: Callable[[ObjectKey], None] | None = None
+    """Told of each decision, by endpoint: how soon a restarted control plane decides again."""
 
 
 class Reconciler:
@@ -88,7 +105,7 @@ class Reconciler:
         self,
         key: ObjectKey,
         store: Store,
-        supervisor: Supervisor,
+        supervisor: ReplicaSupervisor,
         gateway: GatewayPort,
         clock: Clock,
         settings: ReconcilerSettings,
@@ -99,7 +116,7 @@ class Reconciler:
         self.gateway = gateway
         self.clock = clock
         self.settings = settings
-        self.state = State()
+        self.state = self._restored_state()
         self.scale: int | None = None
         """The count the endpoint is scaled to (a Deployment's spec.replicas)."""
         self.decision: Decision | None = None
@@ -128,9 +145,19 @@ class Reconciler:
                 self.store.record_event(self.key, "Warning", "ReconcileFailed", str(error))
                 failures += 1
                 timeout = self.settings.retry.delay(failures)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), timeout)
+            await self._until_woken(timeout)
             self.wake.clear()
+
+    async def _until_woken(self, timeout: float) -> None:
+        """Until `wake` is set or `timeout` seconds of the injected clock have passed (a
+        test drives the loop in virtual time)."""
+        woken = asyncio.ensure_future(self.wake.wait())
+        timer = asyncio.ensure_future(self.clock.sleep(timeout))
+        try:
+            await asyncio.wait({woken, timer}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            woken.cancel()
+            timer.cancel()
 
     async def reconcile(self) -> None:
         record = self.store.get(self.key)
@@ -145,20 +172,28 @@ class Reconciler:
                 self.settings.record_lateness(now - self._next_decision)
             self._decide(policy, now)
             self._next_decision = now + policy.sync_period
+            if self.settings.count_decision:
+                self.settings.count_decision(self.key)
         self._act(template)
         self.publish(endpoint)
         self._report(record.generation, endpoint)
 
     def _decide(self, policy: Policy, now: float) -> None:
         assert self.scale is not None
-        replicas = self.supervisor.replicas(*self._address)
-        observation = Observation(
-            current_replicas=self.scale,
-            replicas=tuple(self._sample(r, now) for r in replicas),
-            traffic=self.gateway.traffic(self.key),
+        observation = observe(
+            self.supervisor.replicas(*self._address),
+            self.scale,
+            self.gateway.traffic(self.key),
+            self.usage,
+            self.draining,
+            self.settings.profile.metric_window,
+            now,
         )
         decision = decide(observation, policy, self.state, now)
         self.state, self.decision = decision.state, decision
+        self.store.save_loop_state(
+            self.key, {"boot": psutil.boot_time(), "autoscaler": self.state.to_record()}
+        )
         self.explanation = explain(decision, policy)
         if self.settings.record_decision:
             self.settings.record_decision(self.key, decision, self.explanation)
@@ -172,23 +207,16 @@ class Reconciler:
                 condition.type, condition.status, condition.reason, condition.message
             )
 
-    def _sample(self, replica: Replica, now: float) -> ReplicaSample:
-        window = self.usage.setdefault(
-            replica.name, UsageWindow(self.settings.profile.metric_window)
-        )
-        reading = read_usage(replica.pid, now) if replica.pid else None
-        if reading is not None:
-            window.add(reading)
-        return ReplicaSample(
-            name=replica.name,
-            started_at=replica.started_at,
-            ready=replica.ready and replica.name not in self.draining,
-            ready_since=replica.ready_since,
-            pending=replica.pid is None,
-            terminating=replica.terminating or replica.name in self.draining,
-            cpu_seconds=reading.cpu_seconds if reading else None,
-            memory_bytes=float(reading.memory_bytes) if reading else None,
-        )
+    def _restored_state(self) -> State:
+        """The autoscaler's history as the previous control plane left it (its times are
+        the monotonic clock's, which holds across processes until the machine restarts)."""
+        saved = self.store.loop_state(self.key)
+        if not saved or saved.get("boot") != psutil.boot_time():
+            return State()
+        try:
+            return State.from_record(saved["autoscaler"])
+        except (KeyError, ValueError):
+            return State()
 
     def _act(self, template: ReplicaTemplate) -> None:
         assert self.scale is not None
@@ -258,36 +286,19 @@ class Reconciler:
 
     def _report(self, generation: int, endpoint: InferenceEndpoint) -> None:
         replicas = [r for r in self.supervisor.replicas(*self._address) if not r.terminating]
-        status: dict[str, Any] = {
-            "replicas": len(replicas),
-            "readyReplicas": sum(1 for r in replicas if r.ready),
-            "desiredReplicas": self.scale,
-            "currentMetrics": self._current_metrics(),
-            "conditions": list(self.conditions.values()),
-            "observedGeneration": generation,
-            "url": self.gateway.url(self.key),
-        }
-        if self.explanation:
-            status["explanation"] = self.explanation
-        if self.last_scale_time:
-            status["lastScaleTime"] = self.last_scale_time
+        status = endpoint_status(
+            replicas,
+            desired=self.scale,
+            decision=self.decision,
+            conditions=list(self.conditions.values()),
+            generation=generation,
+            url=self.gateway.url(self.key),
+            explanation=self.explanation,
+            last_scale_time=self.last_scale_time,
+        )
         current = self.store.get(self.key).status
         if current != status:
             self.store.update_status(self.key, status)
-
-    def _current_metrics(self) -> list[dict[str, Any]]:
-        if self.decision is None:
-            return []
-        metrics = []
-        for proposal in self.decision.proposals:
-            entry: dict[str, Any] = {"name": proposal.goal.name}
-            if proposal.utilization is not None:
-                entry["averageUtilization"] = proposal.utilization
-            if proposal.average is not None:
-                entry["averageValue"] = _average_text(proposal.goal.name, proposal.average)
-            if len(entry) > 1:
-                metrics.append(entry)
-        return metrics
 
     def _set_condition(self, type_: str, status: str, reason: str, message: str) -> None:
         previous = self.conditions.get(type_)
@@ -334,38 +345,10 @@ class Reconciler:
 
     def pods(self) -> list[dict[str, Any]]:
         """The replicas as Pod-shaped objects for `get pods` and `top pods`."""
-        return [self._pod(r) for r in self.supervisor.replicas(*self._address)]
-
-    def _pod(self, replica: Replica) -> dict[str, Any]:
-        window = self.usage.get(replica.name)
-        cores = window.cpu_cores() if window else None
-        latest = window.latest if window else None
-        status: dict[str, Any] = {
-            "phase": "Terminating" if replica.name in self.draining else replica.phase.value,
-            "ready": replica.ready and replica.name not in self.draining,
-            "restarts": replica.restarts,
-            "pid": replica.pid,
-            "address": replica.address,
-            "usage": {
-                "cpu": format_cpu(cores or 0.0),
-                "memory": format_memory(latest.memory_bytes if latest else 0),
-            },
-        }
-        if replica.limits is not None:
-            status["limitsNote"] = replica.limits.note
-        template = replica.template
-        return {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {
-                "name": replica.name,
-                "namespace": template.namespace,
-                "labels": {"app": template.endpoint, "pod-template-hash": template.hash},
-                "creationTimestamp": rfc3339(replica.created),
-            },
-            "spec": {"model": f"{template.model_name}:{template.model_version}"},
-            "status": status,
-        }
+        return [
+            pod_object(r, self.usage.get(r.name), r.name in self.draining)
+            for r in self.supervisor.replicas(*self._address)
+        ]
 
     @property
     def _address(self) -> tuple[str, str]:
@@ -382,11 +365,3 @@ def _starting_scale(status: dict[str, Any], policy: Policy) -> int:
     recorded = status.get("desiredReplicas")
     start = recorded if isinstance(recorded, int) else policy.min_replicas
     return max(policy.min_replicas, min(policy.max_replicas, start))
-
-
-def _average_text(metric: str, value: float) -> str:
-    if metric == "cpu":
-        return format_cpu(value)
-    if metric == "memory":
-        return format_memory(value)
-    return f"{value:.3g}"

@@ -1,4 +1,11 @@
-"""Starting the control plane in the background and stopping it: `ebbtide up --detach`/`down`."""
+"""Starting the control plane in the background, restarting and stopping it: `ebbtide up
+--detach`, `restart` and `down`.
+
+`up --detach` starts a keeper (`ebbtide.daemon.keeper`) that runs the control plane and starts
+it again after a crash. `down` stops the keeper and the control plane, which stops the gateway
+and the replicas; whatever a dead control plane left running is stopped from its records in
+the state store, so nothing is left behind either way.
+"""
 
 from __future__ import annotations
 
@@ -16,8 +23,14 @@ import psutil
 from ebbtide.api.client import ControlPlaneClient
 from ebbtide.core.clock import SYSTEM_CLOCK
 from ebbtide.core.errors import ControlPlaneUnavailableError, EbbtideError
+from ebbtide.core.processes import ProcessIdentity
 from ebbtide.daemon.control_plane import StatePaths
+from ebbtide.daemon.keeper import KEEPER_PID_FILE
+from ebbtide.store import SqliteStore
 
+_started_here: dict[int, subprocess.Popen[bytes]] = {}
+"""Keepers this process started, reaped by `stop` (a program that starts and stops control
+planes, a test or a benchmark, leaves no zombie)."""
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 30.0
 POLL_INTERVAL = 0.05
@@ -25,10 +38,11 @@ POLL_INTERVAL = 0.05
 
 @dataclass(frozen=True)
 class Started:
-    """A control plane that answers: its process and where its log goes."""
+    """A control plane that answers: its process, its keeper's, and where its log goes."""
 
     pid: int
     log: Path
+    keeper: int | None = None
 
 
 def is_running(home: Path) -> bool:
@@ -59,7 +73,7 @@ def start_detached(
     log = paths.logs / "control-plane.log"
     with log.open("ab") as output:
         process = subprocess.Popen(
-            [sys.executable, "-m", "ebbtide.daemon", "--home", str(home), *options],
+            [sys.executable, "-m", "ebbtide.daemon.keeper", "--home", str(home), *options],
             stdin=subprocess.DEVNULL,
             stdout=output,
             stderr=subprocess.STDOUT,
@@ -69,37 +83,148 @@ def start_detached(
     while SYSTEM_CLOCK.now() < deadline:
         if process.poll() is not None:
             raise EbbtideError(f"the control plane could not start: {_last_line(log)}")
-        if is_running(home):
-            return Started(process.pid, log)
+        pid = _recorded_pid(paths)
+        if pid is not None and is_running(home):
+            _started_here[process.pid] = process
+            return Started(pid, log, keeper=process.pid)
         SYSTEM_CLOCK.blocking_sleep(POLL_INTERVAL)
-    process.kill()
+    process.terminate()
     raise EbbtideError(f"the control plane did not answer within {timeout:.0f} s; see {log}")
 
 
 def stop(home: Path, timeout: float = STOP_TIMEOUT) -> int | None:
-    """Stop the control plane of `home` and every process it started; returns its pid, or None
-    when none was running. SIGTERM first (replicas drain), SIGKILL after `timeout`."""
+    """Stop the control plane of `home` (and its keeper), and every process it started;
+    returns its pid, or None when none was running. SIGTERM first (replicas drain), SIGKILL
+    after `timeout`. Replicas and gateway workers that a dead control plane left running are
+    stopped too, found by their records in the state store."""
     paths = StatePaths(home)
-    pid = _recorded_pid(paths)
-    if pid is None or not psutil.pid_exists(pid):
-        with contextlib.suppress(FileNotFoundError):
-            paths.pid.unlink()
-        return None
-    process = psutil.Process(pid)
-    if not any("ebbtide" in part for part in process.cmdline()):
-        paths.pid.unlink()  # a stale file: that pid now belongs to another program
-        return None
-    family = [process, *process.children(recursive=True)]
-    process.send_signal(signal.SIGTERM)
-    _, alive = psutil.wait_procs([process], timeout=timeout)
-    leftovers = [p for p in family if p.is_running()] + alive
+    keeper = _ours(paths.home / KEEPER_PID_FILE)
+    control_plane = _ours(paths.pid)
+    stopped = control_plane.pid if control_plane is not None else None
+    family = []
+    for process in (control_plane, keeper):
+        if process is not None:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                family += [process, *process.children(recursive=True)]
+    # The keeper passes SIGTERM on to the control plane and exits after it.
+    first = keeper or control_plane
+    if first is not None:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            first.send_signal(signal.SIGTERM)
+        _wait_gone([p for p in (keeper, control_plane) if p is not None], timeout)
+    leftovers = [p for p in family if _alive(p)]
     for survivor in leftovers:
         with contextlib.suppress(psutil.NoSuchProcess):
             survivor.kill()
-    psutil.wait_procs(leftovers, timeout=5)
-    with contextlib.suppress(FileNotFoundError):
-        paths.pid.unlink()
-    return pid
+    _wait_gone(leftovers, 5)
+    if keeper is not None and keeper.pid in _started_here:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            _started_here.pop(keeper.pid).wait(timeout=5)
+    swept = sweep(paths, timeout)
+    for stale in (paths.pid, paths.home / KEEPER_PID_FILE):
+        with contextlib.suppress(FileNotFoundError):
+            stale.unlink()
+    if stopped is None and swept:
+        return -1
+    return stopped
+
+
+def sweep(paths: StatePaths, timeout: float = STOP_TIMEOUT) -> int:
+    """Stop every recorded replica and gateway worker still running (a control plane that
+    died cannot); returns how many there were."""
+    if not paths.state.exists():
+        return 0
+    store = SqliteStore(paths.state)
+    try:
+        records = store.processes()
+        running = []
+        for name, record in records.items():
+            with contextlib.suppress(KeyError, ValueError):
+                identity = ProcessIdentity.from_record(record)
+                if identity.signal(signal.SIGTERM):
+                    running.append(identity)
+            store.forget_process(name)
+    finally:
+        store.close()
+    deadline = SYSTEM_CLOCK.now() + timeout
+    while any(i.alive() for i in running) and SYSTEM_CLOCK.now() < deadline:
+        SYSTEM_CLOCK.blocking_sleep(POLL_INTERVAL)
+    for identity in running:
+        identity.signal(signal.SIGKILL)
+        identity.reap()
+    return len(running)
+
+
+def restart(home: Path, timeout: float = START_TIMEOUT) -> Started:
+    """A new control plane in place of the running one, with no request lost: the old one
+    hands over (SIGUSR2) and exits leaving the gateway and the replicas serving; the new one
+    (the keeper's next, or one started here) adopts them. New code takes effect this way."""
+    paths = StatePaths(home)
+    control_plane = _ours(paths.pid)
+    if control_plane is None:
+        raise EbbtideError(f"no control plane is running for {home}; start one with `ebbtide up`")
+    keeper = _ours(paths.home / KEEPER_PID_FILE)
+    control_plane.send_signal(signal.SIGUSR2)
+    _wait_gone([control_plane], STOP_TIMEOUT)
+    log = paths.logs / "control-plane.log"
+    if keeper is None:
+        options = _options_of(control_plane)
+        with contextlib.suppress(FileNotFoundError):
+            paths.pid.unlink()
+        return start_detached(home, options, timeout)
+    deadline = SYSTEM_CLOCK.now() + timeout
+    while SYSTEM_CLOCK.now() < deadline:
+        pid = _recorded_pid(paths)
+        if pid is not None and pid != control_plane.pid and is_running(home):
+            return Started(pid, log, keeper=keeper.pid)
+        SYSTEM_CLOCK.blocking_sleep(POLL_INTERVAL)
+    raise EbbtideError(f"the new control plane did not answer within {timeout:.0f} s; see {log}")
+
+
+def _options_of(process: psutil.Process) -> list[str]:
+    """The daemon options a running control plane was started with (less `--home`)."""
+    try:
+        command = process.cmdline()
+    except psutil.NoSuchProcess:
+        return []
+    options = command[command.index("ebbtide.daemon") + 1 :] if "ebbtide.daemon" in command else []
+    if "--home" in options:
+        at = options.index("--home")
+        del options[at : at + 2]
+    return options
+
+
+def _ours(pid_file: Path) -> psutil.Process | None:
+    """The ebbtide process whose pid `pid_file` holds, if it runs (a stale file whose pid now
+    belongs to another program is not ours)."""
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+    if pid == os.getpid() or not psutil.pid_exists(pid):
+        return None
+    try:
+        process = psutil.Process(pid)
+        if not any("ebbtide" in part for part in process.cmdline()) or not _alive(process):
+            return None
+    except psutil.NoSuchProcess:
+        return None
+    return process
+
+
+def _wait_gone(processes: list[psutil.Process], timeout: float) -> None:
+    """Wait until none of `processes` runs; a zombie has exited (an init that does not reap
+    would otherwise keep it "running" forever)."""
+    deadline = SYSTEM_CLOCK.now() + timeout
+    while any(_alive(p) for p in processes) and SYSTEM_CLOCK.now() < deadline:
+        SYSTEM_CLOCK.blocking_sleep(POLL_INTERVAL)
+
+
+def _alive(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def exit_on_sigterm() -> None:

@@ -112,6 +112,13 @@ class Gateway:
     def routes(self) -> list[Route]:
         return [route for route, _ in self._routes]
 
+    def upstreams(self, namespace: str, endpoint: str) -> list[Upstream]:
+        """The endpoint's replicas in rotation (draining ones left out); [] if unknown."""
+        state = self._routes.get(namespace, endpoint)
+        if state is None:
+            return []
+        return [s.upstream for s in state.upstream_states() if s.in_rotation]
+
     def in_flight(self, namespace: str, endpoint: str, upstream: str | None = None) -> int:
         """Requests sent to the endpoint's replicas (or to the named one) and not answered.
 

@@ -28,9 +28,10 @@ socket pair), never a path on disk, so only the process that started it can ask 
 
 `X` is what asyncio reports as a return code: the exit status, or minus the signal number.
 The child starts a new session, appends its output to PATH and serves on 127.0.0.1:N (or
-`--host`) until it drains. The warm process reaps its children. On `stop`, on end of file
-(the starter exited, even by SIGKILL) or on SIGTERM it sends SIGTERM to every child, SIGKILL
-after `--grace-seconds`, and exits: no replica outlives the control plane.
+`--host`) until it drains. The warm process reaps its children. On `stop` or on SIGTERM it
+sends SIGTERM to every child, SIGKILL after `--grace-seconds`, and exits. On end of file (the
+starter exited without a `stop`: a crash, `kill -9`, or a hand-over to a new control plane) it
+exits and leaves its children serving, for the next control plane to adopt.
 """
 
 from __future__ import annotations
@@ -125,6 +126,7 @@ class Zygote:
         self._wake_read, self._wake_write = os.pipe()
         self._buffer = b""
         self._connected = True
+        self._orphan_children = False
 
     def run(self) -> int:
         """Fork on request until told to stop; then stop the children and return."""
@@ -139,7 +141,8 @@ class Zygote:
         )
         while not self.stopping:
             self._step(timeout=None)
-        self._stop_children()
+        if not self._orphan_children:
+            self._stop_children()
         return EXIT_STOPPED
 
     def send(self, **message: Any) -> None:
@@ -172,8 +175,11 @@ class Zygote:
     def _read_requests(self) -> None:
         data = self.control.recv(65536)
         if not data:
+            # The starter is gone without a `stop`: it crashed or handed over. Its replicas
+            # serve on in their own sessions, for the next control plane to adopt.
             self._connected = False
             self.stopping = True
+            self._orphan_children = True
             return
         self._buffer += data
         while b"\n" in self._buffer and not self.stopping:

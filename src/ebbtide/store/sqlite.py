@@ -52,6 +52,13 @@ CREATE TABLE IF NOT EXISTS changes (
     type TEXT NOT NULL, kind TEXT NOT NULL, namespace TEXT NOT NULL, name TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS loop_state (
+    kind TEXT NOT NULL, namespace TEXT NOT NULL, name TEXT NOT NULL, record TEXT NOT NULL,
+    PRIMARY KEY (kind, namespace, name)
+);
+CREATE TABLE IF NOT EXISTS processes (
+    name TEXT PRIMARY KEY, role TEXT NOT NULL, record TEXT NOT NULL
+);
 INSERT OR IGNORE INTO counters VALUES ('resource_version', 0);
 """
 
@@ -152,10 +159,11 @@ class SqliteStore:
                 raise NotFoundError(f'{key.kind.lower()}s "{key.name}" not found')
             _check_version(key, current, expected_version)
             self._next_version(db, ChangeType.DELETED, key, changes)
-            db.execute(
-                "DELETE FROM objects WHERE kind=? AND namespace=? AND name=?",
-                (key.kind, key.namespace, key.name),
-            )
+            for table in ("objects", "loop_state"):
+                db.execute(
+                    f"DELETE FROM {table} WHERE kind=? AND namespace=? AND name=?",
+                    (key.kind, key.namespace, key.name),
+                )
         self._notify(changes)
         return current
 
@@ -219,6 +227,47 @@ class SqliteStore:
             "SELECT value FROM counters WHERE name='resource_version'"
         ).fetchone()
         return int(row[0])
+
+    # -- processes that outlive the control plane ----------------------------------------
+
+    def record_process(self, name: str, role: str, record: dict[str, Any]) -> None:
+        """Remember a running process (a replica, a gateway worker) by name, so a control
+        plane that restarts can find it and take it over; replaces an earlier record."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO processes VALUES (?,?,?) "
+                "ON CONFLICT (name) DO UPDATE SET role=excluded.role, record=excluded.record",
+                (name, role, json.dumps(record)),
+            )
+
+    def save_loop_state(self, key: ObjectKey, record: dict[str, Any]) -> None:
+        """Keep what an object's control loop remembers (the autoscaler's history), for the
+        loop of a control plane that restarts; gone with the object."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO loop_state VALUES (?,?,?,?) ON CONFLICT (kind, namespace, name) "
+                "DO UPDATE SET record=excluded.record",
+                (key.kind, key.namespace, key.name, json.dumps(record)),
+            )
+
+    def loop_state(self, key: ObjectKey) -> dict[str, Any] | None:
+        row = self._db.execute(
+            "SELECT record FROM loop_state WHERE kind=? AND namespace=? AND name=?",
+            (key.kind, key.namespace, key.name),
+        ).fetchone()
+        return None if row is None else dict(json.loads(row["record"]))
+
+    def forget_process(self, name: str) -> None:
+        with self._transaction() as db:
+            db.execute("DELETE FROM processes WHERE name=?", (name,))
+
+    def processes(self, role: str | None = None) -> dict[str, dict[str, Any]]:
+        """Recorded processes by name, optionally of one role."""
+        query, parameters = "SELECT * FROM processes", []
+        if role is not None:
+            query, parameters = query + " WHERE role=?", [role]
+        rows = self._db.execute(query + " ORDER BY name", parameters).fetchall()
+        return {row["name"]: json.loads(row["record"]) for row in rows}
 
     # -- internals ----------------------------------------------------------------------
 

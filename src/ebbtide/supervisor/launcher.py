@@ -54,6 +54,7 @@ class SubprocessLauncher:
                 stdout=output,
                 stderr=asyncio.subprocess.STDOUT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                start_new_session=True,  # outlives the control plane, for the next to adopt
             )
 
     async def close(self) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 import socket
 from collections.abc import Callable
@@ -24,6 +25,14 @@ from typing import Protocol
 import httpx
 
 from ebbtide.core.clock import SYSTEM_CLOCK, Clock
+from ebbtide.core.processes import ProcessIdentity
+from ebbtide.supervisor.adoption import (
+    REPLICA_ROLE,
+    AdoptedProcess,
+    ProcessLedger,
+    ReplicaRecord,
+    listens_on,
+)
 from ebbtide.supervisor.limits import CgroupLimits, LimitsOutcome
 from ebbtide.supervisor.naming import replica_name
 from ebbtide.supervisor.template import ReplicaTemplate
@@ -114,6 +123,10 @@ class Replica:
 
 
 ChangeListener = Callable[[Replica], None]
+log = logging.getLogger("ebbtide.supervisor")
+ADOPTION_PROBE = 0.5
+"""Seconds an adopted replica's first readiness probe may take before the control plane goes
+on without waiting for it."""
 
 
 class Supervisor:
@@ -127,6 +140,7 @@ class Supervisor:
         rng: random.Random | None = None,
         limits: CgroupLimits | None = None,
         settings: SupervisorSettings | None = None,
+        ledger: ProcessLedger | None = None,
     ) -> None:
         self.launcher = launcher
         self.logs = logs
@@ -134,6 +148,8 @@ class Supervisor:
         self.rng = rng or random.Random()
         self.limits = limits or CgroupLimits()
         self.settings = settings or SupervisorSettings()
+        self.ledger = ledger
+        """Where running replicas are recorded, so that the next control plane adopts them."""
         self._replicas: dict[str, Replica] = {}
         self._listeners: list[ChangeListener] = []
         self._http = httpx.AsyncClient(timeout=1.0)
@@ -193,6 +209,8 @@ class Supervisor:
                 await replica.task
         self.limits.release(name)
         self._replicas.pop(name, None)
+        if self.ledger is not None:
+            self.ledger.forget_process(name)
         self._notify(replica)
 
     async def stop_all(self) -> None:
@@ -203,10 +221,80 @@ class Supervisor:
             await close()
         await self._http.aclose()
 
-    async def _keep_running(self, replica: Replica) -> None:
+    async def release(self) -> None:
+        """Let go of every replica without stopping it (a hand-over to the next control
+        plane), then close the launcher's channels."""
+        for replica in list(self._replicas.values()):
+            replica.terminating = True  # no restart from here on
+            if replica.task is not None:
+                replica.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await replica.task
+        self._replicas.clear()
+        release = getattr(self.launcher, "release", None)
+        if release is not None:
+            await release()
+        await self._http.aclose()
+
+    async def adopt(self) -> list[Replica]:
+        """Take over the recorded replicas that still run and serve (see
+        `ebbtide.supervisor.adoption`); drop the records of the others. Adopted replicas
+        that answer their readiness probe are ready when this returns."""
+        if self.ledger is None:
+            return []
+        records = []
+        for name, raw in self.ledger.processes(REPLICA_ROLE).items():
+            try:
+                records.append(ReplicaRecord.from_record(name, raw))
+            except (KeyError, TypeError, ValueError) as error:
+                log.warning("dropping the unreadable record of replica %s: %s", name, error)
+                self.ledger.forget_process(name)
+        outcomes = await asyncio.gather(*(self._adopt_one(record) for record in records))
+        adopted = []
+        for record, replica in zip(records, outcomes, strict=True):
+            if replica is None:
+                log.info("replica %s no longer runs as recorded; it will be replaced", record.name)
+                self.ledger.forget_process(record.name)
+            else:
+                adopted.append(replica)
+        return adopted
+
+    async def _adopt_one(self, record: ReplicaRecord) -> Replica | None:
+        if record.name in self._replicas or not listens_on(record.identity, record.port):
+            return None
+        replica = Replica(
+            name=record.name,
+            template=record.template,
+            port=record.port,
+            created=record.created,
+            started_at=record.started_at,
+            restarts=record.restarts,
+        )
+        # A busy replica may answer its probe late; it is ours all the same (its identity and
+        # port say so), and it joins the rotation when it answers.
+        ready = await self._probe(replica, self._model_ready_url(replica), ADOPTION_PROBE)
+        process = AdoptedProcess(record.identity)
+        replica.process, replica.pid = process, process.pid
+        template = replica.template
+        replica.limits = self.limits.apply(
+            replica.name, process.pid, template.cpu_limit, template.memory_limit
+        )
+        replica.phase = Phase.RUNNING if ready else Phase.PENDING
+        replica.ready, replica.ready_since = ready, self.clock.now()
+        self._replicas[replica.name] = replica
+        replica.task = asyncio.create_task(
+            self._keep_running(replica, adopted=process), name=f"replica {replica.name}"
+        )
+        return replica
+
+    async def _keep_running(self, replica: Replica, adopted: ReplicaProcess | None = None) -> None:
         while not replica.terminating:
             launched_at = self.clock.now()
-            await self._run_once(replica)
+            if adopted is not None:
+                await self._watch(replica, adopted)
+                adopted = None
+            else:
+                await self._run_once(replica)
             if replica.terminating:
                 return
             if self.clock.now() - launched_at >= self.settings.backoff.reset_after:
@@ -229,6 +317,7 @@ class Supervisor:
         replica.limits = self.limits.apply(
             replica.name, process.pid, template.cpu_limit, template.memory_limit
         )
+        self._record(replica)
         exited = asyncio.create_task(process.wait())
         probing = asyncio.create_task(self._until_ready(replica))
         done, _ = await asyncio.wait({exited, probing}, return_when=asyncio.FIRST_COMPLETED)
@@ -241,6 +330,52 @@ class Supervisor:
                 process.kill()  # never became ready within the start timeout
         replica.last_exit_code = await exited
         self._set_ready(replica, False)
+
+    async def _watch(self, replica: Replica, process: ReplicaProcess) -> None:
+        """An adopted replica: until it exits (once ready, if it was not yet)."""
+        exited = asyncio.create_task(process.wait())
+        if not replica.ready:
+            probing = asyncio.create_task(self._until_ready(replica))
+            done, _ = await asyncio.wait({exited, probing}, return_when=asyncio.FIRST_COMPLETED)
+            if probing in done and probing.result():
+                replica.phase = Phase.RUNNING
+                self._set_ready(replica, True)
+            else:
+                probing.cancel()
+                if exited not in done:
+                    process.kill()
+        replica.last_exit_code = await exited
+        self._set_ready(replica, False)
+
+    def _record(self, replica: Replica) -> None:
+        if self.ledger is None or replica.pid is None:
+            return
+        try:
+            identity = ProcessIdentity.of(replica.pid)
+        except ProcessLookupError:
+            return  # exited already; its watcher restarts it
+        record = ReplicaRecord(
+            replica.name,
+            replica.template,
+            replica.port,
+            identity,
+            replica.created,
+            replica.started_at,
+            replica.restarts,
+        )
+        self.ledger.record_process(replica.name, REPLICA_ROLE, record.to_record())
+
+    def _model_ready_url(self, replica: Replica) -> str:
+        template = replica.template
+        return (
+            f"http://{replica.address}/v2/models/{template.model_name}"
+            f"/versions/{template.model_version}/ready"
+        )
+
+    async def _probe(self, replica: Replica, url: str, timeout: float) -> bool:
+        with contextlib.suppress(httpx.HTTPError):
+            return (await self._http.get(url, timeout=timeout)).status_code == 200
+        return False
 
     async def _until_ready(self, replica: Replica) -> bool:
         url = f"http://{replica.address}/v2/health/ready"

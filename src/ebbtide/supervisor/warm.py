@@ -282,6 +282,13 @@ class WarmProcess:
         self._writer.close()
         await self._listening
 
+    async def release(self) -> None:
+        """Close the connection without `stop`: the warm process exits and its replicas serve
+        on, for the next control plane to adopt."""
+        self._writer.close()
+        self._listening.cancel()
+        await asyncio.gather(self._listening, return_exceptions=True)
+
     async def _send(self, message: dict[str, Any]) -> None:
         try:
             self._writer.write(json.dumps(message).encode() + b"\n")
@@ -383,6 +390,19 @@ class WarmForkLauncher:
             with contextlib.suppress(ProcessLookupError):
                 replica.kill()
             await replica.wait()
+        self._forked = []
+
+    async def release(self) -> None:
+        """Let go of every warm process and forked replica without stopping the replicas (a
+        hand-over to the next control plane)."""
+        self._closed = True
+        tasks, self._warm = list(self._warm.values()), {}
+        for task in tasks:
+            if not task.done():
+                task.cancel()
+        for outcome in await asyncio.gather(*tasks, return_exceptions=True):
+            if isinstance(outcome, WarmProcess):
+                await outcome.release()
         self._forked = []
 
     async def _warm_process(self, template: ReplicaTemplate, logs: Path) -> WarmProcess:
