@@ -246,7 +246,17 @@ def test_scale_down_follows_the_measured_start_of_a_forked_replica(
     assert took < 12, f"released {took:.1f} s after the load; explanations: {explanations}"
     assert not any("assumed until one is measured" in e for e in explanations), explanations
     held = [e for e in explanations if "stabilization window" in e]
-    assert all("its 2 s floor" in e for e in held), held
+    assert all(_window_from_forked_starts(e) for e in held), held
+
+
+def _window_from_forked_starts(explanation: str) -> bool:
+    """The window sits at its 2 s floor, or a little above it when a loaded machine slows the
+    forked starts it is measured from: hundredths of a second each, never the first replica's
+    seconds nor the 0.5 s assumed before a start is measured."""
+    if "its 2 s floor" in explanation:
+        return True
+    measured = re.search(r"starts of ([0-9.]+) s, as measured", explanation)
+    return measured is not None and float(measured.group(1)) < 0.25
 
 
 def test_kill_9_of_a_replica_under_load_loses_no_request(
