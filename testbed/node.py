@@ -304,6 +304,7 @@ def main() -> None:
     parser.add_argument("--state-dir", type=Path, required=True)
     arguments = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     state = ClusterState.load(arguments.state_dir)
     if state is None:
         raise SystemExit(f"no cluster.json in {arguments.state_dir}: start the cluster first")
