@@ -95,7 +95,26 @@ def test_install_prints_everything_for_the_namespace() -> None:
         "kind": "Namespace",
         "metadata": {"name": "ml-platform", "labels": {"app.kubernetes.io/part-of": "ebbtide"}},
     }
-    assert objects[-1]["metadata"]["namespace"] == "ml-platform"
+    deployment = next(o for o in objects if o["kind"] == "Deployment")
+    assert deployment["metadata"]["namespace"] == "ml-platform"
+    webhook = objects[-1]["webhooks"][0]["clientConfig"]["service"]
+    assert (webhook["namespace"], webhook["name"]) == ("ml-platform", "ebbtide-operator")
+
+
+def test_render_takes_the_hpa_version_and_refuses_an_unknown_one() -> None:
+    result = runner.invoke(app, ["render", "-f", str(SEED_FILE), "--hpa-version", "v2beta2"])
+    assert result.exit_code == 0, result.output
+    hpa = list(yaml.safe_load_all(result.stdout))[-1]
+    assert (hpa["apiVersion"], hpa["kind"]) == ("autoscaling/v2beta2", "HorizontalPodAutoscaler")
+    result = runner.invoke(app, ["render", "-f", str(SEED_FILE), "--hpa-version", "v1"])
+    assert result.exit_code == 1
+    assert "use autoscaling/v2 or autoscaling/v2beta2" in result.stderr
+
+
+def test_operator_refuses_a_webhook_service_without_a_namespace() -> None:
+    result = runner.invoke(app, ["kube", "operator", "--webhook-service", "ebbtide-operator"])
+    assert result.exit_code == 1
+    assert "expected NAMESPACE/NAME" in result.stderr
 
 
 def test_unknown_output_format_is_an_error() -> None:
@@ -113,7 +132,8 @@ def test_render_and_crd_load_no_kubernetes_client() -> None:
         "assert r.exit_code == 0, r.output\n"
         "r = CliRunner().invoke(app, ['kube', 'crd'])\n"
         "assert r.exit_code == 0, r.output\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('kopf', 'kubernetes')))\n"
+        "print(sorted(m for m in sys.modules\n"
+        "    if m.split('.')[0] in ('kopf', 'kubernetes', 'aiohttp', 'cryptography')))\n"
     )
     completed = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60

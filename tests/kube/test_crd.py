@@ -10,7 +10,11 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
+from ebbtide.core.errors import SpecError
+from ebbtide.kube.admission import one_line
 from ebbtide.kube.crd import (
+    CPU_TARGET_NEEDS_REQUEST_RULE,
+    MIN_WITHIN_MAX_RULE,
     NON_NEGATIVE_QUANTITY_PATTERN,
     crd_manifest,
     crd_schema,
@@ -21,6 +25,7 @@ from ebbtide.kube.manifests import RenderOptions
 from ebbtide.kube.reconcile import Observed, plan
 from ebbtide.spec.models import Autoscaling
 from ebbtide.spec.quantity import QuantityError, parse_quantity
+from ebbtide.spec.validation import validate_document
 from tests.kube.admission import admission_errors
 from tests.spec.cases import INVALID_CASES, SEED, seed_with
 
@@ -198,16 +203,36 @@ def test_every_invalid_case_is_refused_on_the_cluster(
         assert case not in CAUGHT_BY_THE_OPERATOR
 
 
-def test_cel_rules_name_the_fix() -> None:
-    errors = admission_errors(crd_manifest(), seed_with("spec.autoscaling.minReplicas", 6))
-    assert errors == [
-        ".spec.autoscaling: Invalid value: minReplicas is greater than maxReplicas: set "
-        "minReplicas to at most maxReplicas"
-    ]
-    no_request = seed_with("spec.resources", ...)
-    assert any(
-        "needs resources.requests.cpu" in e for e in admission_errors(crd_manifest(), no_request)
+def _validate_says(document: dict[str, Any]) -> list[str]:
+    """`ebbtide validate`'s errors as `FIELD: MESSAGE; fix: FIX` lines."""
+    with pytest.raises(SpecError) as caught:
+        validate_document(copy.deepcopy(document), "x")
+    return [one_line(p).removeprefix("error: x: ") for p in caught.value.problems]
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        pytest.param(seed_with("spec.autoscaling.minReplicas", 6), id="min-above-max"),
+        pytest.param(seed_with("spec.resources.requests", {"memory": "1Gi"}), id="no-cpu-request"),
+        pytest.param(
+            {**SEED, "spec": {"model": SEED["spec"]["model"], "autoscaling": {"maxReplicas": 3}}},
+            id="default-cpu-target-without-request",
+        ),
+    ],
+)
+def test_cel_rules_say_what_validate_says(document: dict[str, Any]) -> None:
+    errors = admission_errors(crd_manifest(), copy.deepcopy(document))
+    cel = [error.removeprefix(".").replace(": Invalid value: ", ": ", 1) for error in errors]
+    assert cel == _validate_says(document)
+
+
+def test_cel_static_messages_name_the_fix() -> None:
+    # Servers with CEL but without messageExpression (1.25, 1.26) show `message`.
+    assert MIN_WITHIN_MAX_RULE["message"] == (
+        "minReplicas is greater than maxReplicas; fix: set minReplicas to at most maxReplicas"
     )
+    assert "fix: add spec.resources.requests.cpu" in CPU_TARGET_NEEDS_REQUEST_RULE["message"]
 
 
 def test_metrics_without_cpu_target_need_no_cpu_request() -> None:

@@ -20,6 +20,8 @@ def test_every_object_validates() -> None:
         "ClusterRole",
         "ClusterRoleBinding",
         "Deployment",
+        "Service",
+        "ValidatingWebhookConfiguration",
     ]
     for manifest in objects:
         assert kubernetes_validate.validate(manifest, KUBERNETES, strict=True)
@@ -44,10 +46,10 @@ def test_operator_runs_in_the_given_namespace_with_its_account() -> None:
 
 def test_operator_tells_the_endpoints_which_image_and_claim_to_use() -> None:
     options = RenderOptions(image="registry.local/ebbtide:dev", models_claim="models")
-    deployment = install_manifests(options=options)[-1]
+    deployment = next(o for o in install_manifests(options=options) if o["kind"] == "Deployment")
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == "registry.local/ebbtide:dev"
-    env = {item["name"]: item["value"] for item in container["env"]}
+    env = {item["name"]: item.get("value") for item in container["env"]}
     assert env["EBBTIDE_IMAGE"] == "registry.local/ebbtide:dev"
     assert env["EBBTIDE_MODELS_CLAIM"] == "models"
 
@@ -70,6 +72,48 @@ def test_rbac_is_least_privilege() -> None:
     assert ("", "pods") not in granted
     assert ("apiextensions.k8s.io", "customresourcedefinitions") not in granted
     assert ("", "namespaces") not in granted
+    # The webhook's CA: get and patch of the one configuration install creates, by name.
+    webhook_rules = [r for r in OPERATOR_RULES if "admissionregistration.k8s.io" in r["apiGroups"]]
+    assert webhook_rules == [
+        {
+            "apiGroups": ["admissionregistration.k8s.io"],
+            "resources": ["validatingwebhookconfigurations"],
+            "resourceNames": ["ebbtide-operator"],
+            "verbs": ["get", "patch"],
+        }
+    ]
+
+
+def test_the_webhook_reaches_the_operator_through_its_service() -> None:
+    objects = {o["kind"]: o for o in install_manifests("ml-platform")}
+    service = objects["Service"]
+    container = objects["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    assert service["spec"]["selector"] == {"app": "ebbtide-operator"}
+    assert service["spec"]["ports"][0]["targetPort"] == "webhook"
+    assert "webhook" in ports
+    webhook = objects["ValidatingWebhookConfiguration"]["webhooks"][0]
+    assert webhook["clientConfig"] == {
+        "service": {
+            "namespace": "ml-platform",
+            "name": "ebbtide-operator",
+            "path": "/validate-inferenceendpoint",
+            "port": 443,
+        }
+    }
+    assert (webhook["failurePolicy"], webhook["sideEffects"]) == ("Fail", "None")
+    assert webhook["rules"][0]["operations"] == ["CREATE", "UPDATE"]
+    assert webhook["rules"][0]["resources"] == ["inferenceendpoints"]  # not status, not scale
+    command = container["command"]
+    assert command[command.index("--webhook-service") + 1] == "ml-platform/ebbtide-operator"
+    assert command[command.index("--webhook-port") + 1] == str(ports["webhook"])
+    assert command[command.index("--host") + 1] == "$(POD_IP)"
+    assert container["env"][0] == {
+        "name": "POD_IP",
+        "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}},
+    }
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "healthz"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "healthz"}
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ import typer
 import yaml
 
 from ebbtide.cli.output import as_list, dump
+from ebbtide.kube.admission import WEBHOOK_PORT
 from ebbtide.kube.crd import CRD_NAME, crd_manifest
 from ebbtide.kube.install import DEFAULT_OPERATOR_NAMESPACE, install_manifests
 from ebbtide.kube.manifests import (
@@ -77,12 +78,25 @@ def render(
     image: ImageOption = DEFAULT_IMAGE,
     models_claim: ClaimOption = DEFAULT_MODELS_CLAIM,
     storage_initializer: InitializerOption = DEFAULT_STORAGE_INITIALIZER,
+    hpa_version: Annotated[
+        str,
+        typer.Option(
+            help="The HorizontalPodAutoscaler API: v2 (Kubernetes 1.23 and newer) or v2beta2 "
+            "(1.20 to 1.25). The operator finds out which by asking the server."
+        ),
+    ] = "v2",
 ) -> None:
     """Print the Deployment, Service and HorizontalPodAutoscaler the operator would create."""
     from ebbtide.cli.main import guarded, load_endpoints
 
-    options = RenderOptions(image, "IfNotPresent", models_claim, storage_initializer)
     with guarded():
+        options = RenderOptions(
+            image,
+            "IfNotPresent",
+            models_claim,
+            storage_initializer,
+            hpa_api_version=f"autoscaling/{hpa_version.removeprefix('autoscaling/')}",
+        )
         endpoints, warnings, _ = load_endpoints(files)
         objects: list[dict[str, Any]] = []
         notes = list(warnings)
@@ -154,20 +168,44 @@ def operator(
         list[str] | None,
         typer.Option("-n", "--namespace", help="Watch only these namespaces (default: all)."),
     ] = None,
-    liveness_port: Annotated[
-        int | None, typer.Option(help="Serve /healthz on this port for the liveness probe.")
+    host: Annotated[
+        str, typer.Option(help="Where the health and webhook ports listen (in a pod: its IP).")
+    ] = "0.0.0.0",
+    health_port: Annotated[
+        int | None,
+        typer.Option(help="Serve /healthz (liveness) and /readyz (readiness) on this port."),
     ] = None,
+    webhook_service: Annotated[
+        str | None,
+        typer.Option(
+            help="Serve the validating admission webhook behind this Service (NAMESPACE/NAME) "
+            "and write its CA into the webhook configuration."
+        ),
+    ] = None,
+    webhook_url: Annotated[
+        str | None,
+        typer.Option(
+            help="Serve the webhook and tell the API server to call it at this https:// URL "
+            "(an operator running outside the cluster)."
+        ),
+    ] = None,
+    webhook_port: Annotated[int, typer.Option(help="The webhook's HTTPS port.")] = WEBHOOK_PORT,
     image: ImageOption = DEFAULT_IMAGE,
     models_claim: ClaimOption = DEFAULT_MODELS_CLAIM,
     storage_initializer: InitializerOption = DEFAULT_STORAGE_INITIALIZER,
 ) -> None:
     """Run the operator: reconcile every InferenceEndpoint into its Deployment, Service and HPA."""
     from ebbtide.cli.main import guarded
-    from ebbtide.kube.operator import run_operator
+    from ebbtide.kube.admission import WebhookTarget
+    from ebbtide.kube.operator import OperatorConfig, run_operator
 
     options = RenderOptions(image, "IfNotPresent", models_claim, storage_initializer)
     with guarded():
-        run_operator(options, namespaces or [], liveness_port)
+        target = None
+        if webhook_service is not None or webhook_url is not None:
+            target = WebhookTarget.parse(webhook_service, webhook_url)
+        config = OperatorConfig(options, namespaces or [], host, health_port, webhook_port, target)
+        run_operator(config)
 
 
 @app.command("fetch-model")

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import httpx
 
 from ebbtide.core.errors import KubernetesError
+from ebbtide.kube.manifests import hpa_api_version_for
 from ebbtide.kube.reconcile import ObjectRef
 from ebbtide.spec.models import API_GROUP, API_VERSION, KIND, PLURAL
 
@@ -108,6 +109,18 @@ class KubernetesCluster:
         )
         return _json(response, f"apply {ref}")
 
+    async def apply_webhook_configuration(self, manifest: Mapping[str, Any]) -> None:
+        """Server-side apply of the (cluster-scoped) ValidatingWebhookConfiguration."""
+        name = manifest["metadata"]["name"]
+        response = await self._request(
+            "PATCH",
+            f"/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/{name}",
+            params={"fieldManager": FIELD_MANAGER, "force": "true"},
+            content=json.dumps(manifest),
+            headers={"Content-Type": "application/apply-patch+yaml"},
+        )
+        _json(response, f"apply validatingwebhookconfiguration/{name}")
+
     async def delete(self, ref: ObjectRef) -> None:
         response = await self._request(
             "DELETE", object_path(ref), params={"propagationPolicy": "Background"}
@@ -123,6 +136,20 @@ class KubernetesCluster:
             headers={"Content-Type": "application/merge-patch+json"},
         )
         _json(response, f"update the status of {ref}")
+
+    async def served_versions(self, group: str) -> list[str]:
+        """The versions of an API group the server serves (`GET /apis/GROUP`, open to every
+        authenticated client by the default `system:discovery` role); empty when it serves
+        none."""
+        response = await self._request("GET", f"/apis/{group}")
+        if response.status_code == 404:
+            return []
+        data = _json(response, f"discover the {group} API group")
+        return [str(entry.get("version")) for entry in data.get("versions") or []]
+
+    async def hpa_api_version(self) -> str:
+        """autoscaling/v2 where the server has it, else autoscaling/v2beta2 (Kubernetes < 1.23)."""
+        return hpa_api_version_for(await self.served_versions("autoscaling"))
 
     async def check_resource_served(self) -> None:
         """Fail clearly when the InferenceEndpoint CRD is not installed."""

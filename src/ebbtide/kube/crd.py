@@ -9,17 +9,26 @@ goes (the API server rejects unknown fields itself under `kubectl`'s strict fiel
 and prunes them otherwise). `structural_problems` checks the result, so a model change that
 would produce a CRD the API server refuses fails the tests, not a user's `kubectl apply`.
 
-Two of the spec's semantic checks are cheap enough to run at admission as CEL rules
-(`x-kubernetes-validations`); the others (quantity comparisons, per-metric requests) are
-caught by the operator, which reports them in the endpoint's status with the same message
-`ebbtide validate` prints.
+Two of the spec's semantic checks run at admission as CEL rules (`x-kubernetes-validations`)
+where the server has CEL (1.25 on); the operator's validating webhook (`kube.admission`)
+makes every check, with the same words as `ebbtide validate`, on every supported server.
+Nothing else in the CRD needs a server newer than 1.20: apiextensions.k8s.io/v1, structural
+schemas with defaults, int-or-string, printer columns and the scale subresource all date from
+1.16, and a server that does not know `x-kubernetes-validations` drops it.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ebbtide.spec.models import API_GROUP, KIND, PLURAL, SHORT_NAMES, SINGULAR
+from ebbtide.spec.models import (
+    API_GROUP,
+    DEFAULT_CPU_UTILIZATION,
+    KIND,
+    PLURAL,
+    SHORT_NAMES,
+    SINGULAR,
+)
 from ebbtide.spec.schema import endpoint_openapi_schema
 
 CRD_NAME = f"{PLURAL}.{API_GROUP}"
@@ -33,22 +42,36 @@ NON_NEGATIVE_QUANTITY_PATTERN = (
     r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
 )
 
+# The rules say what `ebbtide validate` says, word for word: `messageExpression` (Kubernetes
+# 1.27 on) with the values, `message` without them where the server has CEL but not that.
+# Servers without CEL (before 1.25) drop these fields and leave the checks to the webhook.
+_MIN_ABOVE_MAX_FIX = "fix: set minReplicas to at most maxReplicas"
 MIN_WITHIN_MAX_RULE = {
     "rule": "!has(self.minReplicas) || self.minReplicas <= self.maxReplicas",
-    "message": "minReplicas is greater than maxReplicas: set minReplicas to at most maxReplicas",
+    "message": f"minReplicas is greater than maxReplicas; {_MIN_ABOVE_MAX_FIX}",
+    "messageExpression": "'minReplicas (' + string(self.minReplicas) + ') is greater than "
+    "maxReplicas (' + string(self.maxReplicas) + '); "
+    f"{_MIN_ABOVE_MAX_FIX}, e.g. minReplicas: ' + string(self.maxReplicas) + "
+    "', maxReplicas: ' + string(self.minReplicas)",
     "fieldPath": ".minReplicas",
     "reason": "FieldValueInvalid",
 }
+_NEEDS_CPU_REQUEST = (
+    " needs resources.requests.cpu: utilization is a percent of the request, so without one it "
+    "cannot be computed; fix: add spec.resources.requests.cpu, e.g. 500m"
+)
 CPU_TARGET_NEEDS_REQUEST_RULE = {
     # The CPU target applies when given, and by default (80%) when no metric is listed.
     "rule": "(has(self.autoscaling.metrics) && size(self.autoscaling.metrics) > 0"
     " && !has(self.autoscaling.targetCPUUtilizationPercentage))"
     " || (has(self.resources) && has(self.resources.requests)"
     " && has(self.resources.requests.cpu))",
-    "message": "a CPU target (given, or the default 80% when no metric is set) needs "
-    "resources.requests.cpu: utilization is a percent of the request, so without one it cannot "
-    "be computed; add spec.resources.requests.cpu, e.g. 500m",
-    "fieldPath": ".resources",
+    "message": f"a CPU target (given, or the default {DEFAULT_CPU_UTILIZATION}% when no metric is "
+    f"set){_NEEDS_CPU_REQUEST}",
+    "messageExpression": "(has(self.autoscaling.targetCPUUtilizationPercentage) ? 'a CPU target'"
+    f" : 'a CPU target (the default target of {DEFAULT_CPU_UTILIZATION}% CPU applies when no "
+    f"target is set)') + '{_NEEDS_CPU_REQUEST}'",
+    "fieldPath": ".resources.requests.cpu",
     "reason": "FieldValueRequired",
 }
 

@@ -4,22 +4,32 @@ The operator's ClusterRole grants exactly what it does and nothing more: read an
 InferenceEndpoints and write their status; create, patch (server-side apply), watch and delete
 the three kinds of object it renders; set owner references that block deletion
 (`inferenceendpoints/finalizers`, required by the OwnerReferencesPermissionEnforcement
-admission plugin); and post events. It never reads Secrets, ConfigMaps or Pods, and does not
+admission plugin); post events; and get and patch the one ValidatingWebhookConfiguration it
+writes its webhook's CA into (by name). It never reads Secrets, ConfigMaps or Pods, and does not
 list CRDs or namespaces: the operator runs with kopf's cluster scanning off and checks once,
-at start, that the CRD is served.
+at start, that the CRD is served. Discovery (`GET /apis/autoscaling`, to choose the HPA API
+version) needs no rule: the default `system:discovery` role grants it to every authenticated
+client. The rules name API groups, not versions, so they cover autoscaling/v2 and v2beta2 alike.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from ebbtide.kube.admission import (
+    WEBHOOK_CONFIGURATION,
+    WEBHOOK_PORT,
+    WEBHOOK_SERVICE_PORT,
+    WebhookTarget,
+    webhook_configuration,
+)
 from ebbtide.kube.crd import crd_manifest
 from ebbtide.kube.manifests import RenderOptions
 from ebbtide.spec.models import API_GROUP, PLURAL
 
 OPERATOR_NAME = "ebbtide-operator"
 DEFAULT_OPERATOR_NAMESPACE = "ebbtide-system"
-LIVENESS_PORT = 8081
+HEALTH_PORT = 8081
 PART_OF = {"app.kubernetes.io/part-of": "ebbtide"}
 
 _WRITE_CHILDREN = ["get", "list", "watch", "create", "patch", "delete"]
@@ -35,6 +45,13 @@ OPERATOR_RULES: list[dict[str, Any]] = [
         "verbs": _WRITE_CHILDREN,
     },
     {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+    # The webhook's CA goes into the one configuration install creates, and into no other.
+    {
+        "apiGroups": ["admissionregistration.k8s.io"],
+        "resources": ["validatingwebhookconfigurations"],
+        "resourceNames": [WEBHOOK_CONFIGURATION],
+        "verbs": ["get", "patch"],
+    },
 ]
 
 
@@ -42,7 +59,8 @@ def install_manifests(
     namespace: str = DEFAULT_OPERATOR_NAMESPACE, options: RenderOptions | None = None
 ) -> list[dict[str, Any]]:
     """The objects to apply, in order: Namespace (unless `default`), CRD, ServiceAccount,
-    ClusterRole, ClusterRoleBinding, operator Deployment."""
+    ClusterRole, ClusterRoleBinding, operator Deployment, the webhook's Service and its
+    ValidatingWebhookConfiguration (without its CA, which the operator writes)."""
     options = options or RenderOptions()
     objects: list[dict[str, Any]] = []
     if namespace != "default":
@@ -56,7 +74,30 @@ def install_manifests(
     objects.append(crd_manifest())
     objects.extend(rbac_manifests(namespace))
     objects.append(operator_deployment(namespace, options))
+    objects.append(webhook_service(namespace))
+    objects.append(webhook_configuration(WebhookTarget(namespace, OPERATOR_NAME)))
     return objects
+
+
+def webhook_service(namespace: str) -> dict[str, Any]:
+    """The Service the API server reaches the operator's webhook through (port 443)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": OPERATOR_NAME, "namespace": namespace, "labels": dict(PART_OF)},
+        "spec": {
+            "type": "ClusterIP",
+            "selector": {"app": OPERATOR_NAME},
+            "ports": [
+                {
+                    "name": "webhook",
+                    "port": WEBHOOK_SERVICE_PORT,
+                    "targetPort": "webhook",
+                    "protocol": "TCP",
+                }
+            ],
+        },
+    }
 
 
 def rbac_manifests(namespace: str) -> list[dict[str, Any]]:
@@ -90,8 +131,13 @@ def operator_deployment(namespace: str, options: RenderOptions) -> dict[str, Any
     """One operator replica (Recreate: never two at once), in the same image as the model
     server, told which image and model claim the endpoints it renders should use."""
     labels = {"app": OPERATOR_NAME, **PART_OF}
-    command = ["ebbtide", "kube", "operator", "--liveness-port", str(LIVENESS_PORT)]
+    # The kubelet expands $(POD_IP): the ports listen on the pod's own address only.
+    command = ["ebbtide", "kube", "operator", "--host", "$(POD_IP)"]
+    command += ["--health-port", str(HEALTH_PORT)]
+    command += ["--webhook-service", f"{namespace}/{OPERATOR_NAME}"]
+    command += ["--webhook-port", str(WEBHOOK_PORT)]
     env = [
+        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
         {"name": "EBBTIDE_IMAGE", "value": options.image},
         {"name": "EBBTIDE_MODELS_CLAIM", "value": options.models_claim},
         {"name": "EBBTIDE_STORAGE_INITIALIZER", "value": options.storage_initializer_image},
@@ -103,9 +149,20 @@ def operator_deployment(namespace: str, options: RenderOptions) -> dict[str, Any
         "imagePullPolicy": options.image_pull_policy,
         "command": command,
         "env": env,
-        "ports": [{"name": "healthz", "containerPort": LIVENESS_PORT, "protocol": "TCP"}],
+        "ports": [
+            {"name": "healthz", "containerPort": HEALTH_PORT, "protocol": "TCP"},
+            {"name": "webhook", "containerPort": WEBHOOK_PORT, "protocol": "TCP"},
+        ],
+        # Ready once the webhook serves with its CA in the configuration: only then does the
+        # Service route reviews to this pod.
+        "readinessProbe": {
+            "httpGet": {"path": "/readyz", "port": "healthz"},
+            "periodSeconds": 5,
+            "timeoutSeconds": 2,
+        },
         "livenessProbe": {
             "httpGet": {"path": "/healthz", "port": "healthz"},
+            "initialDelaySeconds": 10,
             "periodSeconds": 20,
             "timeoutSeconds": 5,
         },

@@ -17,12 +17,13 @@ import copy
 import hashlib
 import json
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from ebbtide import __version__
-from ebbtide.core.errors import SpecError
+from ebbtide.core.errors import KubernetesError, SpecError
 from ebbtide.spec.models import API_VERSION, KIND, InferenceEndpoint, MetricSpec, ScalingRules
 
 MANAGED_BY = "ebbtide"
@@ -51,6 +52,12 @@ DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 FETCHED_SCHEMES = ("http://", "https://")
 OBJECT_STORE_SCHEMES = ("s3://", "gs://")
 
+HPA_V2 = "autoscaling/v2"
+# Kubernetes 1.20 to 1.22 serve HorizontalPodAutoscalers only as autoscaling/v2beta2, which has
+# the same metrics and behavior fields as v2 (v2 is its GA form, 1.23 on).
+HPA_V2BETA2 = "autoscaling/v2beta2"
+HPA_API_VERSIONS = (HPA_V2, HPA_V2BETA2)
+
 
 @dataclass(frozen=True)
 class RenderOptions:
@@ -60,6 +67,30 @@ class RenderOptions:
     image_pull_policy: str = "IfNotPresent"
     models_claim: str = DEFAULT_MODELS_CLAIM
     storage_initializer_image: str = DEFAULT_STORAGE_INITIALIZER
+    hpa_api_version: str = HPA_V2
+    """autoscaling/v2, or autoscaling/v2beta2 on a server without v2; the operator finds out
+    which by discovery (`hpa_api_version_for`)."""
+
+    def __post_init__(self) -> None:
+        if self.hpa_api_version not in HPA_API_VERSIONS:
+            raise SpecError(
+                f"HorizontalPodAutoscaler API version {self.hpa_api_version!r} is not supported: "
+                f"use {' or '.join(HPA_API_VERSIONS)}"
+            )
+
+
+def hpa_api_version_for(served_autoscaling_versions: Collection[str]) -> str:
+    """The HPA API version to use given the versions the server lists for the `autoscaling`
+    group (`GET /apis/autoscaling`): v2 where served, else v2beta2. Raises `KubernetesError`
+    when neither is (Kubernetes older than 1.12, or v2beta2 removed and v2 absent)."""
+    for candidate in HPA_API_VERSIONS:
+        if candidate.removeprefix("autoscaling/") in served_autoscaling_versions:
+            return candidate
+    served = ", ".join(sorted(served_autoscaling_versions)) or "none"
+    raise KubernetesError(
+        "the cluster serves neither autoscaling/v2 nor autoscaling/v2beta2 (it serves: "
+        f"{served}); ebbtide needs Kubernetes 1.20 or newer"
+    )
 
 
 @dataclass(frozen=True)
@@ -84,7 +115,7 @@ def render(
     deletes them. Raises `SpecError` for what cannot run on Kubernetes."""
     options = options or RenderOptions()
     _check_kubernetes_name(endpoint)
-    autoscaler, notes = _autoscaler(endpoint)
+    autoscaler, notes = _autoscaler(endpoint, options.hpa_api_version)
     objects = (_deployment(endpoint, options), _service(endpoint), autoscaler)
     for manifest in objects:
         metadata = manifest["metadata"]
@@ -330,7 +361,9 @@ def _service(endpoint: InferenceEndpoint) -> dict[str, Any]:
     }
 
 
-def _autoscaler(endpoint: InferenceEndpoint) -> tuple[dict[str, Any], tuple[str, ...]]:
+def _autoscaler(
+    endpoint: InferenceEndpoint, api_version: str
+) -> tuple[dict[str, Any], tuple[str, ...]]:
     autoscaling = endpoint.spec.autoscaling
     notes: list[str] = []
     low = autoscaling.min_replicas
@@ -357,15 +390,30 @@ def _autoscaler(endpoint: InferenceEndpoint) -> tuple[dict[str, Any], tuple[str,
     if behavior is not None:
         rules = {"scaleUp": behavior.scale_up, "scaleDown": behavior.scale_down}
         converted = {key: _rules(value) for key, value in rules.items() if value is not None}
+        if api_version == HPA_V2BETA2:
+            notes.extend(_without_tolerance(endpoint.name, converted))
         if converted:
             spec["behavior"] = converted
     manifest = {
-        "apiVersion": "autoscaling/v2",
+        "apiVersion": api_version,
         "kind": "HorizontalPodAutoscaler",
         "metadata": _metadata(endpoint),
         "spec": spec,
     }
     return manifest, tuple(notes)
+
+
+def _without_tolerance(name: str, behavior: dict[str, Any]) -> list[str]:
+    """autoscaling/v2beta2 has no per-direction tolerance (a v2 field since 1.33), and the API
+    server refuses an apply that sets a field its schema lacks: drop it and say so."""
+    notes = []
+    for direction, rules in behavior.items():
+        if rules.pop("tolerance", None) is not None:
+            notes.append(
+                f"{name}: behavior.{direction}.tolerance needs autoscaling/v2 (Kubernetes 1.33 "
+                "or newer); with autoscaling/v2beta2 the cluster-wide tolerance (10%) applies"
+            )
+    return notes
 
 
 def _metric(metric: MetricSpec) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from typing import Any, Literal
 from ebbtide.core.errors import SpecError
 from ebbtide.kube.manifests import (
     ENDPOINT_LABEL,
+    HPA_V2,
     MANAGED_BY,
     MANAGED_BY_LABEL,
     SPEC_HASH_ANNOTATION,
@@ -30,13 +31,18 @@ from ebbtide.kube.manifests import (
 )
 from ebbtide.spec.models import API_VERSION, KIND, InferenceEndpoint
 from ebbtide.spec.quantity import QuantityError, parse_quantity
-from ebbtide.spec.validation import validate_document
+from ebbtide.spec.validation import ValidatedEndpoint, validate_document
 
-CHILD_KINDS: tuple[tuple[str, str], ...] = (
-    ("apps/v1", "Deployment"),
-    ("v1", "Service"),
-    ("autoscaling/v2", "HorizontalPodAutoscaler"),
-)
+
+def child_kinds(hpa_api_version: str = HPA_V2) -> tuple[tuple[str, str], ...]:
+    """(apiVersion, kind) of the objects an endpoint owns, the HPA in the version in use."""
+    return (
+        ("apps/v1", "Deployment"),
+        ("v1", "Service"),
+        (hpa_api_version, "HorizontalPodAutoscaler"),
+    )
+
+
 HPA_CONDITIONS = ("AbleToScale", "ScalingActive", "ScalingLimited")
 
 
@@ -67,9 +73,10 @@ class ObjectRef:
         return f"{self.kind.lower()}/{self.name}"
 
 
-def child_refs(namespace: str, name: str) -> tuple[ObjectRef, ...]:
+def child_refs(namespace: str, name: str, hpa_api_version: str = HPA_V2) -> tuple[ObjectRef, ...]:
     """The Deployment, Service and HPA an endpoint owns: all named after it."""
-    return tuple(ObjectRef(version, kind, namespace, name) for version, kind in CHILD_KINDS)
+    kinds = child_kinds(hpa_api_version)
+    return tuple(ObjectRef(version, kind, namespace, name) for version, kind in kinds)
 
 
 @dataclass(frozen=True)
@@ -115,7 +122,13 @@ class Plan:
 def endpoint_from_object(body: Mapping[str, Any]) -> InferenceEndpoint:
     """The endpoint a cluster object declares, validated as `ebbtide validate` does; server
     fields (uid, generation, managedFields, status) are left out. Raises `SpecError`."""
-    metadata = body.get("metadata", {})
+    return validate_object(body).endpoint
+
+
+def validate_object(body: Mapping[str, Any]) -> ValidatedEndpoint:
+    """`ebbtide validate` on a cluster object: the endpoint and its warnings, the object named
+    `namespace/name` in every message. Raises `SpecError` listing every error."""
+    metadata = body.get("metadata") or {}
     document = {
         "apiVersion": body.get("apiVersion"),
         "kind": body.get("kind"),
@@ -126,15 +139,15 @@ def endpoint_from_object(body: Mapping[str, Any]) -> InferenceEndpoint:
         },
         "spec": body.get("spec"),
     }
-    source = f"{metadata.get('namespace', 'default')}/{metadata.get('name', '?')}"
-    return validate_document(document, source).endpoint
+    source = f"{metadata.get('namespace') or 'default'}/{metadata.get('name') or '?'}"
+    return validate_document(document, source)
 
 
 def plan(observed: Observed, options: RenderOptions, now: datetime) -> Plan:
     """Decide the writes that bring the cluster to what the endpoint declares, and its status."""
     body = observed.endpoint
     if body is None or body.get("metadata", {}).get("deletionTimestamp"):
-        return Plan(actions=_deletions(observed))
+        return Plan(actions=_deletions(observed, options.hpa_api_version))
     metadata = body.get("metadata", {})
     previous = body.get("status") or None
     try:
@@ -153,9 +166,9 @@ def plan(observed: Observed, options: RenderOptions, now: datetime) -> Plan:
     return Plan(tuple(actions), status, notes=rendered.notes, previous_status=previous)
 
 
-def _deletions(observed: Observed) -> tuple[Action, ...]:
+def _deletions(observed: Observed, hpa_api_version: str) -> tuple[Action, ...]:
     actions = []
-    for version, kind in CHILD_KINDS:
+    for version, kind in child_kinds(hpa_api_version):
         child = observed.children.get(kind)
         if child is not None and _controlled_by(child, observed.name):
             ref = ObjectRef(version, kind, observed.namespace, observed.name)

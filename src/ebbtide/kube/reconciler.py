@@ -141,7 +141,7 @@ class Reconciler:
         """Read the endpoint and the three objects named after it."""
         endpoint = await self.cluster.get(ObjectRef.endpoint(namespace, name))
         children = {}
-        for ref in child_refs(namespace, name):
+        for ref in child_refs(namespace, name, self.options.hpa_api_version):
             found = await self.cluster.get(ref)
             if found is not None:
                 children[ref.kind] = found
