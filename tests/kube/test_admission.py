@@ -141,14 +141,14 @@ def test_the_seed_is_allowed_without_warnings() -> None:
         (
             "spec.autoscaling.minReplicas",
             5,
-            "warning: default/my-model-endpoint: spec.autoscaling.minReplicas: minReplicas "
+            "default/my-model-endpoint: spec.autoscaling.minReplicas: minReplicas "
             "equals maxReplicas (5): autoscaling is disabled, the endpoint always runs 5 "
             "replicas; fix: set minReplicas lower than maxReplicas to let it scale up and down",
         ),
         (
             "spec.autoscaling.targetCPUUtilizationPercentage",
             95,
-            "warning: default/my-model-endpoint: spec.autoscaling.targetCPUUtilizationPercentage:"
+            "default/my-model-endpoint: spec.autoscaling.targetCPUUtilizationPercentage:"
             " a CPU target of 95% is very high: replicas run hot and the endpoint scales up late,"
             " after latency has already risen; fix: choose a balanced target such as 60",
         ),
@@ -159,7 +159,7 @@ def test_warnings_are_admission_warnings_on_one_line(path: str, value: int, warn
     assert answer["allowed"] is True
     assert answer["warnings"] == [warning]
     validated = validate_document(as_stored(seed_with(path, value)), "default/my-model-endpoint")
-    assert [one_line(w) for w in validated.warnings] == [warning]
+    assert [one_line(w) for w in validated.warnings] == [f"warning: {warning}"]
 
 
 def test_what_cannot_run_on_kubernetes_is_refused_with_renders_words() -> None:

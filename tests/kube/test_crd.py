@@ -10,14 +10,16 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from ebbtide.core.errors import SpecError
+from ebbtide.core.errors import KubernetesError, SpecError
 from ebbtide.kube.admission import one_line
 from ebbtide.kube.crd import (
     CPU_TARGET_NEEDS_REQUEST_RULE,
     MIN_WITHIN_MAX_RULE,
     NON_NEGATIVE_QUANTITY_PATTERN,
+    cel_supported,
     crd_manifest,
     crd_schema,
+    parse_server_version,
     structural_problems,
     structural_schema,
 )
@@ -243,3 +245,53 @@ def test_metrics_without_cpu_target_need_no_cpu_request() -> None:
         {"type": "Resource", "resource": {"name": "memory", "target": memory}}
     ]
     assert admission_errors(crd_manifest(), document) == []
+
+
+def _keys(node: Any) -> set[str]:
+    if isinstance(node, dict):
+        return set(node) | {key for value in node.values() for key in _keys(value)}
+    if isinstance(node, list):
+        return {key for item in node for key in _keys(item)}
+    return set()
+
+
+def _defaults(node: Any) -> list[Any]:
+    if isinstance(node, dict):
+        found = [node["default"]] if "default" in node else []
+        return found + [d for value in node.values() for d in _defaults(value)]
+    if isinstance(node, list):
+        return [d for item in node for d in _defaults(item)]
+    return []
+
+
+def test_without_cel_the_crd_carries_no_rule_and_is_otherwise_the_same() -> None:
+    with_cel, without = crd_manifest(), crd_manifest(cel=False)
+    assert "x-kubernetes-validations" in _keys(with_cel)
+    assert "x-kubernetes-validations" not in _keys(without)
+    assert kubernetes_validate.validate(without, KUBERNETES, strict=True)
+    assert admission_errors(without, SEED) == []
+
+
+def test_no_empty_string_default_which_1_20_refuses() -> None:
+    assert "" not in _defaults(crd_schema())
+
+
+@pytest.mark.parametrize(
+    ("info", "version", "cel"),
+    [
+        ({"major": "1", "minor": "20"}, (1, 20), False),
+        ({"major": "1", "minor": "27+"}, (1, 27), False),
+        ({"major": "1", "minor": "28"}, (1, 28), True),
+        ({"major": "1", "minor": "34+", "gitVersion": "v1.34.1-eks"}, (1, 34), True),
+    ],
+)
+def test_cel_by_the_servers_version(
+    info: dict[str, str], version: tuple[int, int], cel: bool
+) -> None:
+    assert parse_server_version(info) == version
+    assert cel_supported(version) is cel
+
+
+def test_an_unreadable_version_is_a_clear_error() -> None:
+    with pytest.raises(KubernetesError, match="cannot read the server's version"):
+        parse_server_version({"major": "1", "minor": ""})

@@ -32,4 +32,4 @@ def test_operator_keeps_no_state_on_the_endpoint() -> None:
     assert list(registry._changing.get_all_handlers()) == []
     assert list(registry._spawning.get_all_handlers()) == []
     activities = {str(h.activity) for h in registry._activities.get_all_handlers()}
-    assert activities == {"startup", "cleanup"}
+    assert activities == {"authentication", "startup", "cleanup"}

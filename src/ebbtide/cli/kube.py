@@ -6,6 +6,7 @@ kubectl; `kube operator` needs the extra (kopf and the kubernetes client).
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -15,8 +16,9 @@ import typer
 import yaml
 
 from ebbtide.cli.output import as_list, dump
+from ebbtide.core.errors import KubernetesError
 from ebbtide.kube.admission import WEBHOOK_PORT
-from ebbtide.kube.crd import CRD_NAME, crd_manifest
+from ebbtide.kube.crd import CRD_NAME, cel_supported, crd_manifest, parse_server_version
 from ebbtide.kube.install import DEFAULT_OPERATOR_NAMESPACE, install_manifests
 from ebbtide.kube.manifests import (
     DEFAULT_IMAGE,
@@ -49,6 +51,16 @@ InitializerOption = Annotated[
     typer.Option(
         envvar="EBBTIDE_STORAGE_INITIALIZER",
         help="The image that downloads s3:// and gs:// model URIs.",
+    ),
+]
+
+
+CelOption = Annotated[
+    bool,
+    typer.Option(
+        "--cel/--no-cel",
+        help="Keep the CRD's CEL rules (Kubernetes 1.28 and newer; older servers refuse them, "
+        "and the operator's webhook makes the same checks).",
     ),
 ]
 
@@ -110,9 +122,9 @@ def render(
 
 
 @app.command("crd")
-def crd(output: ManifestOutput = "yaml") -> None:
+def crd(output: ManifestOutput = "yaml", cel: CelOption = True) -> None:
     """Print the InferenceEndpoint CustomResourceDefinition (schema from the spec models)."""
-    emit([crd_manifest()], output)
+    emit([crd_manifest(cel)], output)
 
 
 @app.command("install")
@@ -127,17 +139,27 @@ def install(
     image: ImageOption = DEFAULT_IMAGE,
     models_claim: ClaimOption = DEFAULT_MODELS_CLAIM,
     storage_initializer: InitializerOption = DEFAULT_STORAGE_INITIALIZER,
+    cel: Annotated[
+        bool | None,
+        typer.Option(
+            "--cel/--no-cel",
+            help="Keep the CRD's CEL rules (Kubernetes 1.28 and newer). Default: yes when "
+            "printing; with --apply, as the server's version allows.",
+        ),
+    ] = None,
 ) -> None:
-    """Print (or --apply) the CRD, the operator's least-privilege RBAC and its Deployment."""
+    """Print (or --apply) the CRD, the operator's RBAC, Deployment and admission webhook."""
     options = RenderOptions(image, "IfNotPresent", models_claim, storage_initializer)
-    objects = install_manifests(namespace, options)
     if not apply:
-        emit(objects, output)
+        emit(install_manifests(namespace, options, True if cel is None else cel), output)
         return
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         typer.echo("error: --apply needs kubectl on PATH; or pipe the output to it", err=True)
         raise typer.Exit(1)
+    if cel is None:
+        cel = cel_supported(_server_version(kubectl))
+    objects = install_manifests(namespace, options, cel)
     # The CRD first, and established, so the operator finds it served when it starts.
     crd_index = next(i for i, o in enumerate(objects) if o["kind"] == "CustomResourceDefinition")
     _kubectl(
@@ -151,6 +173,18 @@ def install(
         ["apply", "--server-side", "--field-manager=ebbtide", "-f", "-"],
         objects[crd_index + 1 :],
     )
+
+
+def _server_version(kubectl: str) -> tuple[int, int]:
+    completed = subprocess.run(
+        [kubectl, "version", "-o", "json"], capture_output=True, text=True, check=False
+    )
+    try:
+        return parse_server_version(json.loads(completed.stdout)["serverVersion"])
+    except (ValueError, KeyError, KubernetesError):
+        problem = completed.stderr.strip() or "no server version in its answer"
+        typer.echo(f"error: cannot read the cluster's version with kubectl: {problem}", err=True)
+        raise typer.Exit(1) from None
 
 
 def _kubectl(

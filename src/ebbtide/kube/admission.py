@@ -57,8 +57,10 @@ def review_object(body: Mapping[str, Any], options: RenderOptions | None = None)
         rendered = render(validated.endpoint, options)
     except SpecError as error:
         return Verdict(False, "\n".join(error.problems))
-    notes = tuple(f"note: {note}" for note in rendered.notes)
-    return Verdict(True, warnings=tuple(one_line(w) for w in validated.warnings) + notes)
+    # kubectl prints each as `Warning: …`.
+    notes = tuple(rendered.notes)
+    warnings = tuple(one_line(w).removeprefix("warning: ") for w in validated.warnings)
+    return Verdict(True, warnings=warnings + notes)
 
 
 def one_line(problem: str) -> str:

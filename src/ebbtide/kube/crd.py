@@ -12,15 +12,19 @@ would produce a CRD the API server refuses fails the tests, not a user's `kubect
 Two of the spec's semantic checks run at admission as CEL rules (`x-kubernetes-validations`)
 where the server has CEL (1.25 on); the operator's validating webhook (`kube.admission`)
 makes every check, with the same words as `ebbtide validate`, on every supported server.
-Nothing else in the CRD needs a server newer than 1.20: apiextensions.k8s.io/v1, structural
-schemas with defaults, int-or-string, printer columns and the scale subresource all date from
-1.16, and a server that does not know `x-kubernetes-validations` drops it.
+Those rules need 1.28 (`crd_manifest(cel=False)` leaves them out for older servers, which
+refuse fields they do not know). Nothing else in the CRD needs a server newer than 1.20:
+apiextensions.k8s.io/v1, structural schemas with defaults, int-or-string, printer columns and
+the scale subresource all date from 1.16; an empty-string default, which 1.20 refuses, is left
+out.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+from ebbtide.core.errors import KubernetesError
 from ebbtide.spec.models import (
     API_GROUP,
     DEFAULT_CPU_UTILIZATION,
@@ -147,8 +151,31 @@ SCALE_SUBRESOURCE = {
 }
 
 
-def crd_manifest() -> dict[str, Any]:
-    """The CustomResourceDefinition `inferenceendpoints.mlops.example.com`, ready to apply."""
+# The CEL rules' fields (rule, message, messageExpression, fieldPath, reason) are all served from
+# 1.28. Older servers refuse a server-side apply that sets a field they lack ("field not declared
+# in schema"), and kubectl refuses it client-side: they get the CRD without rules, and the
+# webhook makes those checks alone.
+CEL_SINCE = (1, 28)
+
+
+def cel_supported(server_version: tuple[int, int]) -> bool:
+    """Whether a server of this (major, minor) version takes the CRD's CEL rules."""
+    return server_version >= CEL_SINCE
+
+
+def parse_server_version(info: Mapping[str, Any]) -> tuple[int, int]:
+    """(major, minor) from the server's `/version` (`{"major": "1", "minor": "20+"}`, as
+    managed clusters add a `+`). Raises `KubernetesError` when it holds no number."""
+    try:
+        major, minor = (int(str(info[key]).rstrip("+")) for key in ("major", "minor"))
+    except (KeyError, ValueError) as error:
+        raise KubernetesError(f"cannot read the server's version from {dict(info)}") from error
+    return major, minor
+
+
+def crd_manifest(cel: bool = True) -> dict[str, Any]:
+    """The CustomResourceDefinition `inferenceendpoints.mlops.example.com`, ready to apply;
+    without `cel`, for servers older than 1.28, it carries no `x-kubernetes-validations`."""
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -172,7 +199,7 @@ def crd_manifest() -> dict[str, Any]:
                     "name": VERSION,
                     "served": True,
                     "storage": True,
-                    "schema": {"openAPIV3Schema": crd_schema()},
+                    "schema": {"openAPIV3Schema": crd_schema(cel)},
                     "subresources": {"status": {}, "scale": dict(SCALE_SUBRESOURCE)},
                     "additionalPrinterColumns": [dict(c) for c in PRINTER_COLUMNS],
                 }
@@ -181,9 +208,9 @@ def crd_manifest() -> dict[str, Any]:
     }
 
 
-def crd_schema() -> dict[str, Any]:
-    """The CRD's `openAPIV3Schema`: structural, with admission rules and the kube-only status
-    field the scale subresource reads."""
+def crd_schema(cel: bool = True) -> dict[str, Any]:
+    """The CRD's `openAPIV3Schema`: structural, with admission rules (unless not `cel`) and the
+    kube-only status field the scale subresource reads."""
     schema: dict[str, Any] = structural_schema(endpoint_openapi_schema())
     properties = schema["properties"]
     # The API server owns apiVersion, kind and metadata: a CRD may only say they exist.
@@ -191,10 +218,11 @@ def crd_schema() -> dict[str, Any]:
     properties["kind"] = {"type": "string", "description": "InferenceEndpoint."}
     properties["metadata"] = {"type": "object"}
     schema["required"] = ["spec"]
-    spec = properties["spec"]
-    spec["x-kubernetes-validations"] = [dict(CPU_TARGET_NEEDS_REQUEST_RULE)]
-    autoscaling = spec["properties"]["autoscaling"]
-    autoscaling["x-kubernetes-validations"] = [dict(MIN_WITHIN_MAX_RULE)]
+    if cel:
+        spec = properties["spec"]
+        spec["x-kubernetes-validations"] = [dict(CPU_TARGET_NEEDS_REQUEST_RULE)]
+        autoscaling = spec["properties"]["autoscaling"]
+        autoscaling["x-kubernetes-validations"] = [dict(MIN_WITHIN_MAX_RULE)]
     properties["status"]["properties"]["selector"] = dict(SELECTOR_STATUS_FIELD)
     problems = structural_problems(schema)
     if problems:  # pragma: no cover - a model change the tests would catch first
@@ -221,6 +249,10 @@ def structural_schema(node: Any) -> Any:
         del converted["additionalProperties"]
     if "const" in converted:
         converted["enum"] = [converted.pop("const")]
+    if converted.get("default") == "":
+        # Kubernetes 1.20 reads an empty string default as null and refuses the CRD; an absent
+        # field reads the same to every client.
+        del converted["default"]
     _exclusive_bounds(converted)
     if converted.get("x-kubernetes-int-or-string"):
         converted.pop("type", None)

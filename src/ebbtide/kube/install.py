@@ -56,11 +56,14 @@ OPERATOR_RULES: list[dict[str, Any]] = [
 
 
 def install_manifests(
-    namespace: str = DEFAULT_OPERATOR_NAMESPACE, options: RenderOptions | None = None
+    namespace: str = DEFAULT_OPERATOR_NAMESPACE,
+    options: RenderOptions | None = None,
+    cel: bool = True,
 ) -> list[dict[str, Any]]:
     """The objects to apply, in order: Namespace (unless `default`), CRD, ServiceAccount,
     ClusterRole, ClusterRoleBinding, operator Deployment, the webhook's Service and its
-    ValidatingWebhookConfiguration (without its CA, which the operator writes)."""
+    ValidatingWebhookConfiguration (without its CA, which the operator writes). Without
+    `cel` the CRD leaves out its CEL rules, for servers older than 1.28."""
     options = options or RenderOptions()
     objects: list[dict[str, Any]] = []
     if namespace != "default":
@@ -71,7 +74,7 @@ def install_manifests(
                 "metadata": {"name": namespace, "labels": dict(PART_OF)},
             }
         )
-    objects.append(crd_manifest())
+    objects.append(crd_manifest(cel))
     objects.extend(rbac_manifests(namespace))
     objects.append(operator_deployment(namespace, options))
     objects.append(webhook_service(namespace))

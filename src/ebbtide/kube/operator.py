@@ -70,6 +70,7 @@ def run_operator(config: OperatorConfig) -> None:
         raise KubernetesError(
             "the operator needs the kube extra: pip install 'ebbtide[kube]'"
         ) from error
+    kopf.configure(verbose=False)  # kopf's log format and level, for ebbtide's lines too
     logging.getLogger("ebbtide.kube").setLevel(logging.INFO)
     options = asyncio.run(preflight(config.options))
     config = replace(config, options=options)
@@ -104,6 +105,12 @@ def build_registry(config: OperatorConfig) -> Any:
 
     def alive() -> bool:
         return all(not task.done() for task in state["tasks"])
+
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> Any:
+        # A registry of its own has none of kopf's default login handlers: use the same
+        # credentials as `KubernetesCluster` (in-cluster service account, else kubeconfig).
+        return kopf.login_via_client(**kwargs)
 
     @kopf.on.startup(registry=registry)
     async def start(settings: Any, **_: Any) -> None:
