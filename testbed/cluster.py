@@ -15,6 +15,7 @@ import secrets
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -110,6 +111,8 @@ class Cluster:
         self.pki = self.state_dir / "pki"
         self.logs = self.state_dir / "logs"
         self.state: ClusterState | None = ClusterState.load(self.state_dir)
+        # The processes this object started, kept so that they are reaped when stopped.
+        self.children: list[subprocess.Popen[bytes]] = []
 
     @property
     def kubeconfig(self) -> Path:
@@ -161,8 +164,15 @@ class Cluster:
         """End every process this cluster started, by pid: SIGTERM, then SIGKILL."""
         if self.state is None:
             return
-        for process in reversed(self.state.processes):
-            _terminate(process)
+        # The node first (it stops its pods' processes), then the control plane all at once.
+        nodes = [p for p in self.state.processes if p.name == "test-node"]
+        others = [p for p in self.state.processes if p.name != "test-node"]
+        _terminate(nodes)
+        _terminate(others)
+        for child in self.children:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(timeout=5)
+        self.children = []
         self.state.processes = []
         self.state.save()
         if self.state.pod_subnet:
@@ -238,6 +248,7 @@ class Cluster:
                 cwd=self.state_dir,
                 env=env,
             )
+        self.children.append(process)
         started = Started(name, process.pid, psutil.Process(process.pid).create_time(),
                           str(log_path))  # fmt: skip
         state.processes.append(started)
@@ -314,7 +325,7 @@ class Cluster:
         return httpx.Client(
             base_url=state.server,
             headers={"Authorization": f"Bearer {state.token}"},
-            verify=state.ca_file,
+            verify=ssl.create_default_context(cafile=state.ca_file),
             timeout=10.0,
         )
 
@@ -402,14 +413,17 @@ def _alive(process: Started) -> bool:
         return False
 
 
-def _terminate(process: Started) -> None:
-    if not _alive(process):
-        return
-    found = psutil.Process(process.pid)
-    with contextlib.suppress(psutil.NoSuchProcess):
-        found.send_signal(signal.SIGTERM)
-        try:
-            found.wait(timeout=STOP_SECONDS)
-        except psutil.TimeoutExpired:
-            found.kill()
-            found.wait(timeout=5)
+def _terminate(processes: list[Started]) -> None:
+    """SIGTERM each, then SIGKILL whatever is left after `STOP_SECONDS`."""
+    found = []
+    for process in processes:
+        if _alive(process):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                running = psutil.Process(process.pid)
+                running.send_signal(signal.SIGTERM)
+                found.append(running)
+    _, left = psutil.wait_procs(found, timeout=STOP_SECONDS)
+    for running in left:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            running.kill()
+    psutil.wait_procs(left, timeout=5)

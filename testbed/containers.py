@@ -185,17 +185,31 @@ class Mount:
     read_only: bool
 
 
-def namespace_argv(mounts: list[Mount], working_dir: str, argv: list[str]) -> list[str]:
+def namespace_argv(mounts: list[Mount], stage: Path, working_dir: str, argv: list[str]) -> list[str]:
     """`argv` run in a private mount namespace holding `mounts`; it keeps the pid that
-    `unshare` starts with (each step execs the next), so signals reach the program itself."""
+    `unshare` starts with (each step execs the next), so signals reach the program itself.
+
+    Every source is first bound under `stage` (outside all targets), then onto its target, so
+    a mount over, say, /tmp cannot hide a source that lives under /tmp."""
+    for target in (mount.target for mount in mounts):
+        if str(stage) == target or str(stage).startswith(target.rstrip("/") + "/"):
+            raise ContainerError(
+                "CreateContainerConfigError", f"mountPath {target} would hide the node's {stage}"
+            )
     steps: list[str] = []
-    for mount in sorted(mounts, key=lambda found: found.target.count("/")):
-        source, target = shlex.quote(str(mount.source)), shlex.quote(mount.target)
+    staged = []
+    for index, mount in enumerate(mounts):
+        source, place = shlex.quote(str(mount.source)), shlex.quote(str(stage / str(index)))
+        make = "mkdir -p" if mount.source.is_dir() else "touch"
+        steps += [f"{make} {place}", f"mount --bind {source} {place}"]
+        staged.append((place, mount))
+    for place, mount in sorted(staged, key=lambda item: item[1].target.count("/")):
+        target = shlex.quote(mount.target)
         if mount.source.is_dir():
             steps.append(f"mkdir -p {target}")
         else:
             steps.append(f"mkdir -p $(dirname {target}) && touch {target}")
-        steps.append(f"mount --bind {source} {target}")
+        steps.append(f"mount --bind {place} {target}")
         if mount.read_only:
             steps.append(f"mount -o remount,bind,ro {target}")
     steps.append(f"cd {shlex.quote(working_dir)}")

@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import ssl
@@ -44,6 +45,8 @@ PROBE_DEFAULTS = {"periodSeconds": 10, "timeoutSeconds": 1, "failureThreshold": 
 BACKOFF_FIRST_SECONDS = 1.0
 BACKOFF_MAX_SECONDS = 30.0
 PRESTOP_EXTRA_SECONDS = 2.0
+VOLUME_RETRY_SECONDS = 2.0
+STAGE_ROOT = Path("/run/ebbtide-testbed")
 
 
 def now_text() -> str:
@@ -57,7 +60,7 @@ class Api:
         self.client = httpx.Client(
             base_url=server,
             headers={"Authorization": f"Bearer {token}"},
-            verify=ca_file,
+            verify=ssl.create_default_context(cafile=ca_file),
             timeout=15.0,
         )
         self.lock = threading.Lock()
@@ -196,6 +199,8 @@ class PodWorker(threading.Thread):
         self.phase = "Pending"
         self.reported: str | None = None
         self.volume_error: ContainerError | None = None
+        # Where each container's volume sources are bound before they go to their mountPaths.
+        self.stage = STAGE_ROOT / self.uid
 
     # -- the outside's view ----------------------------------------------------------------
 
@@ -223,18 +228,21 @@ class PodWorker(threading.Thread):
         finally:
             if self.pod_ip:
                 self.node.release_ip(self.pod_ip)
+            shutil.rmtree(self.stage, ignore_errors=True)
             self.finished.set()
 
     def _run(self) -> None:
         self.pod_ip = self.node.allocate_ip(self.pod)
         self.directory.mkdir(parents=True, exist_ok=True)
-        try:
-            self._prepare_volumes()
-        except ContainerError as error:
-            self.volume_error = error
+        self._try_volumes()
         self._report()
         init_done = not self.init_containers
+        volumes_tried = time.monotonic()
         while True:
+            if self.volume_error is not None and time.monotonic() > volumes_tried + VOLUME_RETRY_SECONDS:
+                # As a kubelet does: a missing secret or unbound claim may appear later.
+                self._try_volumes()
+                volumes_tried = time.monotonic()
             if self.gone.is_set():
                 self._kill_all()
                 return
@@ -250,6 +258,13 @@ class PodWorker(threading.Thread):
             time.sleep(TICK_SECONDS)
 
     # -- volumes -------------------------------------------------------------------------
+
+    def _try_volumes(self) -> None:
+        try:
+            self._prepare_volumes()
+            self.volume_error = None
+        except ContainerError as error:
+            self.volume_error = error
 
     def _prepare_volumes(self) -> None:
         volumes = self.directory / "volumes"
@@ -396,7 +411,7 @@ class PodWorker(threading.Thread):
         working_dir = container.spec.get("workingDir") or "/"
         with (logs / f"{container.restart_count}.log").open("ab") as output:
             container.process = subprocess.Popen(
-                namespace_argv(mounts, working_dir, argv),
+                namespace_argv(mounts, self.stage / container.name, working_dir, argv),
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=output,
@@ -586,7 +601,9 @@ class PodWorker(threading.Thread):
             grace = self.pod["spec"].get("terminationGracePeriodSeconds", 30)
         return float(grace)
 
-    def _stop_container(self, container: Container, grace: float | None) -> None:
+    def _stop_container(
+        self, container: Container, grace: float | None, pre_stop_hook: bool = True
+    ) -> None:
         """preStop, SIGTERM, and SIGKILL when the grace period runs out."""
         process = container.process
         if process is None or process.poll() is not None:
@@ -594,7 +611,7 @@ class PodWorker(threading.Thread):
         grace = self._grace_seconds() if grace is None else grace
         deadline = time.monotonic() + grace
         pre_stop = container.spec.get("lifecycle", {}).get("preStop")
-        if pre_stop and grace > 0:
+        if pre_stop and pre_stop_hook and grace > 0:
             self._pre_stop(container, pre_stop, grace)
             # As a kubelet does, a preStop hook that took the whole grace gets 2 s more.
             deadline = max(deadline, time.monotonic() + PRESTOP_EXTRA_SECONDS)
@@ -656,8 +673,8 @@ class PodWorker(threading.Thread):
 
     def shutdown(self, grace: float) -> None:
         """The node is stopping: end the containers within `grace` seconds, keep the pod."""
-        stoppers = [threading.Thread(target=self._stop_container, args=(c, grace), daemon=True)
-                    for c in self.containers]  # fmt: skip
+        stoppers = [threading.Thread(target=self._stop_container, args=(c, grace, False),
+                                     daemon=True) for c in self.containers]  # fmt: skip
         for stopper in stoppers:
             stopper.start()
         for stopper in stoppers:
