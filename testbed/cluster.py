@@ -83,6 +83,8 @@ class ClusterState:
     ca_file: str
     metrics_port: int = 0
     pod_subnet: str = ""
+    owner: Started | None = None
+    """The process whose cluster this is, when it should not outlive it (a test session)."""
     processes: list[Started] = field(default_factory=list)
 
     @property
@@ -100,6 +102,8 @@ class ClusterState:
             return None
         data: dict[str, Any] = json.loads(path.read_text())
         data["processes"] = [Started(**entry) for entry in data.get("processes", [])]
+        if data.get("owner"):
+            data["owner"] = Started(**data["owner"])
         return cls(**data)
 
 
@@ -119,12 +123,11 @@ class Cluster:
         return self.state_dir / "kubeconfig"
 
     def running(self) -> bool:
-        return self.state is not None and all(
-            _alive(process) for process in self.state.processes
-        )
+        return self.state is not None and all(_alive(process) for process in self.state.processes)
 
-    def start(self, with_node: bool = True) -> ClusterState:
-        """Start everything, or return the state of the cluster already running here."""
+    def start(self, with_node: bool = True, owned: bool = False) -> ClusterState:
+        """Start everything, or return the state of the cluster already running here. An
+        `owned` cluster is stopped by its node when this process ends without stopping it."""
         if self.state is not None and self.running():
             return self.state
         self.stop()
@@ -144,6 +147,9 @@ class Cluster:
             ca_file=str(self.pki / "ca.crt"),
             pod_subnet=free_subnet(),
         )
+        if owned:
+            me = psutil.Process()
+            state.owner = Started("owner", me.pid, me.create_time(), "")
         self.state = state
         (self.pki / "tokens.csv").write_text(f'{state.token},admin,admin,"system:masters"\n')
         self._write_kubeconfig(state)
@@ -195,8 +201,13 @@ class Cluster:
             "apiserver",
             "ca",
             "kube-apiserver",
-            dns_names=("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
-                       "kubernetes.default.svc.cluster.local"),  # fmt: skip
+            dns_names=(
+                "localhost",
+                "kubernetes",
+                "kubernetes.default",
+                "kubernetes.default.svc",
+                "kubernetes.default.svc.cluster.local",
+            ),
             ip_addresses=("127.0.0.1", "10.0.0.1"),
         )
         pki.make_certificate(
@@ -234,7 +245,10 @@ class Cluster:
         self.kubeconfig.chmod(0o600)
 
     def _spawn(
-        self, state: ClusterState, name: str, command: list[str],
+        self,
+        state: ClusterState,
+        name: str,
+        command: list[str],
         env: dict[str, str] | None = None,
     ) -> None:
         log_path = self.logs / f"{name}.log"
@@ -249,8 +263,9 @@ class Cluster:
                 env=env,
             )
         self.children.append(process)
-        started = Started(name, process.pid, psutil.Process(process.pid).create_time(),
-                          str(log_path))  # fmt: skip
+        started = Started(
+            name, process.pid, psutil.Process(process.pid).create_time(), str(log_path)
+        )
         state.processes.append(started)
         state.save()
 
@@ -258,68 +273,115 @@ class Cluster:
         client = f"http://127.0.0.1:{state.etcd_port}"
         peer = f"http://127.0.0.1:{free_port()}"
         metrics = f"http://127.0.0.1:{free_port()}"
-        self._spawn(state, "etcd", [
-            etcd, "--name", "testbed", "--data-dir", str(self.state_dir / "etcd"),
-            "--listen-client-urls", client, "--advertise-client-urls", client,
-            "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-            "--initial-cluster", f"testbed={peer}", "--listen-metrics-urls", metrics,
-        ])  # fmt: skip
+        self._spawn(
+            state,
+            "etcd",
+            [
+                etcd,
+                "--name",
+                "testbed",
+                "--data-dir",
+                str(self.state_dir / "etcd"),
+                "--listen-client-urls",
+                client,
+                "--advertise-client-urls",
+                client,
+                "--listen-peer-urls",
+                peer,
+                "--initial-advertise-peer-urls",
+                peer,
+                "--initial-cluster",
+                f"testbed={peer}",
+                "--listen-metrics-urls",
+                metrics,
+            ],
+        )
 
     def _start_apiserver(self, binary: Path, state: ClusterState) -> None:
         p = self.pki
-        self._spawn(state, "kube-apiserver", [
-            str(binary),
-            f"--etcd-servers=http://127.0.0.1:{state.etcd_port}",
-            "--bind-address=127.0.0.1", f"--secure-port={state.apiserver_port}",
-            "--insecure-port=0", "--advertise-address=127.0.0.1",
-            "--endpoint-reconciler-type=none",
-            f"--cert-dir={p}",
-            f"--tls-cert-file={p / 'apiserver.crt'}", f"--tls-private-key-file={p / 'apiserver.key'}",
-            f"--client-ca-file={p / 'ca.crt'}",
-            f"--token-auth-file={p / 'tokens.csv'}",
-            "--authorization-mode=RBAC",
-            "--service-account-issuer=https://kubernetes.default.svc",
-            f"--service-account-key-file={p / 'service-account.pub'}",
-            f"--service-account-signing-key-file={p / 'service-account.key'}",
-            f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
-            "--allow-privileged=true",
-            # No kube-proxy here: the apiserver reaches webhooks and aggregated APIs at their
-            # Endpoints' addresses instead of a Service's cluster IP.
-            "--enable-aggregator-routing=true",
-            f"--requestheader-client-ca-file={p / 'front-proxy-ca.crt'}",
-            "--requestheader-allowed-names=front-proxy-client",
-            "--requestheader-username-headers=X-Remote-User",
-            "--requestheader-group-headers=X-Remote-Group",
-            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
-            f"--proxy-client-cert-file={p / 'front-proxy-client.crt'}",
-            f"--proxy-client-key-file={p / 'front-proxy-client.key'}",
-        ])  # fmt: skip
+        self._spawn(
+            state,
+            "kube-apiserver",
+            [
+                str(binary),
+                f"--etcd-servers=http://127.0.0.1:{state.etcd_port}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={state.apiserver_port}",
+                "--insecure-port=0",
+                "--advertise-address=127.0.0.1",
+                "--endpoint-reconciler-type=none",
+                f"--cert-dir={p}",
+                f"--tls-cert-file={p / 'apiserver.crt'}",
+                f"--tls-private-key-file={p / 'apiserver.key'}",
+                f"--client-ca-file={p / 'ca.crt'}",
+                f"--token-auth-file={p / 'tokens.csv'}",
+                "--authorization-mode=RBAC",
+                "--service-account-issuer=https://kubernetes.default.svc",
+                f"--service-account-key-file={p / 'service-account.pub'}",
+                f"--service-account-signing-key-file={p / 'service-account.key'}",
+                f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
+                "--allow-privileged=true",
+                # No kube-proxy here: the apiserver reaches webhooks and aggregated APIs at their
+                # Endpoints' addresses instead of a Service's cluster IP.
+                "--enable-aggregator-routing=true",
+                f"--requestheader-client-ca-file={p / 'front-proxy-ca.crt'}",
+                "--requestheader-allowed-names=front-proxy-client",
+                "--requestheader-username-headers=X-Remote-User",
+                "--requestheader-group-headers=X-Remote-Group",
+                "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+                f"--proxy-client-cert-file={p / 'front-proxy-client.crt'}",
+                f"--proxy-client-key-file={p / 'front-proxy-client.key'}",
+            ],
+        )
 
     def _start_controllers(self, binaries: Path, state: ClusterState) -> None:
         p = self.pki
         kubeconfig = f"--kubeconfig={self.kubeconfig}"
-        self._spawn(state, "kube-controller-manager", [
-            str(binaries / "kube-controller-manager"), kubeconfig,
-            "--leader-elect=false", "--bind-address=127.0.0.1", "--port=0",
-            f"--secure-port={free_port()}",
-            # The token controller writes each service account's token secret with these.
-            f"--service-account-private-key-file={p / 'service-account.key'}",
-            f"--root-ca-file={p / 'ca.crt'}",
-            f"--horizontal-pod-autoscaler-sync-period={HPA_SYNC_PERIOD}",
-            f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
-        ])  # fmt: skip
-        self._spawn(state, "kube-scheduler", [
-            str(binaries / "kube-scheduler"), kubeconfig,
-            "--leader-elect=false", "--bind-address=127.0.0.1", "--port=0",
-            f"--secure-port={free_port()}",
-        ])  # fmt: skip
+        self._spawn(
+            state,
+            "kube-controller-manager",
+            [
+                str(binaries / "kube-controller-manager"),
+                kubeconfig,
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                "--port=0",
+                f"--secure-port={free_port()}",
+                # The token controller writes each service account's token secret with these.
+                f"--service-account-private-key-file={p / 'service-account.key'}",
+                f"--root-ca-file={p / 'ca.crt'}",
+                f"--horizontal-pod-autoscaler-sync-period={HPA_SYNC_PERIOD}",
+                f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
+            ],
+        )
+        self._spawn(
+            state,
+            "kube-scheduler",
+            [
+                str(binaries / "kube-scheduler"),
+                kubeconfig,
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                "--port=0",
+                f"--secure-port={free_port()}",
+            ],
+        )
 
     def _start_node(self, state: ClusterState) -> None:
         state.metrics_port = free_port()
         state.save()
-        self._spawn(state, "test-node", [
-            sys.executable, "-m", "testbed.node", "--state-dir", str(self.state_dir),
-        ], env={**os.environ, "PYTHONPATH": str(REPOSITORY)})  # fmt: skip
+        self._spawn(
+            state,
+            "test-node",
+            [
+                sys.executable,
+                "-m",
+                "testbed.node",
+                "--state-dir",
+                str(self.state_dir),
+            ],
+            env={**os.environ, "PYTHONPATH": str(REPOSITORY)},
+        )
 
     def client(self, state: ClusterState) -> httpx.Client:
         return httpx.Client(
@@ -331,8 +393,11 @@ class Cluster:
 
     def _wait_for_apiserver(self, state: ClusterState) -> None:
         with self.client(state) as client:
-            self._wait(state, "the apiserver's default namespace", lambda: _ok(
-                client, "/api/v1/namespaces/default"))  # fmt: skip
+            self._wait(
+                state,
+                "the apiserver's default namespace",
+                lambda: _ok(client, "/api/v1/namespaces/default"),
+            )
 
     def _wait_for_node(self, state: ClusterState) -> None:
         def node_ready() -> bool:
@@ -349,8 +414,11 @@ class Cluster:
 
         with self.client(state) as client:
             self._wait(state, f"node {NODE_NAME} ready without taints", node_ready)
-            self._wait(state, "the metrics.k8s.io API", lambda: _ok(
-                client, "/apis/metrics.k8s.io/v1beta1/nodes"))  # fmt: skip
+            self._wait(
+                state,
+                "the metrics.k8s.io API",
+                lambda: _ok(client, "/apis/metrics.k8s.io/v1beta1/nodes"),
+            )
 
     def _wait(self, state: ClusterState, what: str, check: Any) -> None:
         deadline = time.monotonic() + START_SECONDS
@@ -386,13 +454,15 @@ def free_subnet() -> str:
 
 def add_address(address: str) -> None:
     """Put `address` on the loopback interface: reachable from this machine only."""
-    subprocess.run(["ip", "address", "add", f"{address}/32", "dev", "lo"], check=True,
-                   capture_output=True)  # fmt: skip
+    subprocess.run(
+        ["ip", "address", "add", f"{address}/32", "dev", "lo"], check=True, capture_output=True
+    )
 
 
 def remove_address(address: str) -> None:
-    subprocess.run(["ip", "address", "del", f"{address}/32", "dev", "lo"], check=False,
-                   capture_output=True)  # fmt: skip
+    subprocess.run(
+        ["ip", "address", "del", f"{address}/32", "dev", "lo"], check=False, capture_output=True
+    )
 
 
 def remove_addresses(subnet: str) -> None:
@@ -403,6 +473,10 @@ def remove_addresses(subnet: str) -> None:
 
 def _ok(client: httpx.Client, path: str) -> bool:
     return client.get(path).status_code == 200
+
+
+def alive(process: Started) -> bool:
+    return _alive(process)
 
 
 def _alive(process: Started) -> bool:

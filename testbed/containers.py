@@ -185,7 +185,9 @@ class Mount:
     read_only: bool
 
 
-def namespace_argv(mounts: list[Mount], stage: Path, working_dir: str, argv: list[str]) -> list[str]:
+def namespace_argv(
+    mounts: list[Mount], stage: Path, working_dir: str, argv: list[str]
+) -> list[str]:
     """`argv` run in a private mount namespace holding `mounts`; it keeps the pid that
     `unshare` starts with (each step execs the next), so signals reach the program itself.
 
@@ -215,5 +217,4 @@ def namespace_argv(mounts: list[Mount], stage: Path, working_dir: str, argv: lis
     steps.append(f"cd {shlex.quote(working_dir)}")
     steps.append('exec "$@"')
     script = " && ".join(steps)
-    return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script, "sh",
-            *argv]  # fmt: skip
+    return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script, "sh", *argv]

@@ -155,12 +155,22 @@ ApiResourceList = {
     "apiVersion": "v1",
     "groupVersion": GROUP_VERSION,
     "resources": [
-        {"name": "nodes", "singularName": "", "namespaced": False, "kind": "NodeMetrics",
-         "verbs": ["get", "list"]},
-        {"name": "pods", "singularName": "", "namespaced": True, "kind": "PodMetrics",
-         "verbs": ["get", "list"]},
+        {
+            "name": "nodes",
+            "singularName": "",
+            "namespaced": False,
+            "kind": "NodeMetrics",
+            "verbs": ["get", "list"],
+        },
+        {
+            "name": "pods",
+            "singularName": "",
+            "namespaced": True,
+            "kind": "PodMetrics",
+            "verbs": ["get", "list"],
+        },
     ],
-}  # fmt: skip
+}
 
 
 class MetricsServer:
@@ -236,20 +246,28 @@ class MetricsServer:
         if usage is not None:
             cores, window = usage
             memory = psutil.virtual_memory()
-            items.append({
-                "metadata": {"name": self.node_name},
-                "timestamp": timestamp(),
-                "window": f"{window:.0f}s",
-                "usage": {"cpu": quantity_cpu(cores),
-                          "memory": quantity_memory(memory.total - memory.available)},
-            })  # fmt: skip
+            items.append(
+                {
+                    "metadata": {"name": self.node_name},
+                    "timestamp": timestamp(),
+                    "window": f"{window:.0f}s",
+                    "usage": {
+                        "cpu": quantity_cpu(cores),
+                        "memory": quantity_memory(memory.total - memory.available),
+                    },
+                }
+            )
         if name is not None:
             found = [item for item in items if item["metadata"]["name"] == name]
             if not found:
                 return 404, _status(404, f'nodemetrics.metrics.k8s.io "{name}" not found')
             return 200, {"kind": "NodeMetrics", "apiVersion": GROUP_VERSION, **found[0]}
-        return 200, {"kind": "NodeMetricsList", "apiVersion": GROUP_VERSION,
-                     "metadata": {}, "items": items}  # fmt: skip
+        return 200, {
+            "kind": "NodeMetricsList",
+            "apiVersion": GROUP_VERSION,
+            "metadata": {},
+            "items": items,
+        }
 
     def _pods(
         self, namespace: str | None, name: str | None, selector: str
@@ -271,27 +289,47 @@ class MetricsServer:
                     continue
                 cores, memory, window = usage
                 windows.append(window)
-                usages.append({"name": container_name, "usage": {
-                    "cpu": quantity_cpu(cores), "memory": quantity_memory(memory)}})  # fmt: skip
+                usages.append(
+                    {
+                        "name": container_name,
+                        "usage": {"cpu": quantity_cpu(cores), "memory": quantity_memory(memory)},
+                    }
+                )
             if not usages:
                 continue
-            items.append({
-                "metadata": {"name": metadata["name"], "namespace": metadata["namespace"],
-                             "labels": metadata.get("labels") or {},
-                             "creationTimestamp": metadata.get("creationTimestamp")},
-                "timestamp": timestamp(),
-                "window": f"{min(windows):.0f}s",
-                "containers": usages,
-            })  # fmt: skip
+            items.append(
+                {
+                    "metadata": {
+                        "name": metadata["name"],
+                        "namespace": metadata["namespace"],
+                        "labels": metadata.get("labels") or {},
+                        "creationTimestamp": metadata.get("creationTimestamp"),
+                    },
+                    "timestamp": timestamp(),
+                    "window": f"{min(windows):.0f}s",
+                    "containers": usages,
+                }
+            )
         if name is not None:
             if not items:
                 return 404, _status(404, f'podmetrics.metrics.k8s.io "{name}" not found')
             return 200, {"kind": "PodMetrics", "apiVersion": GROUP_VERSION, **items[0]}
-        return 200, {"kind": "PodMetricsList", "apiVersion": GROUP_VERSION,
-                     "metadata": {}, "items": items}  # fmt: skip
+        return 200, {
+            "kind": "PodMetricsList",
+            "apiVersion": GROUP_VERSION,
+            "metadata": {},
+            "items": items,
+        }
 
 
 def _status(code: int, message: str) -> dict[str, Any]:
     reason = {400: "BadRequest", 404: "NotFound"}.get(code, "InternalError")
-    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-            "message": message, "reason": reason, "code": code}  # fmt: skip
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }

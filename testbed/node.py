@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import argparse
 import base64
-import contextlib
 import logging
 import os
 import platform
 import signal
 import socket
+import subprocess
+import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from testbed.cluster import (
     VERSION,
     ClusterState,
     add_address,
+    alive,
     loopback_addresses,
     remove_address,
 )
@@ -69,8 +70,11 @@ class Node:
     def allocate_ip(self, pod: dict[str, Any]) -> str:
         if pod["spec"].get("hostNetwork"):
             return self.host_ip
-        ports = [port["containerPort"] for container in pod["spec"].get("containers", [])
-                 for port in container.get("ports", [])]  # fmt: skip
+        ports = [
+            port["containerPort"]
+            for container in pod["spec"].get("containers", [])
+            for port in container.get("ports", [])
+        ]
         with self.ips_lock:
             present = loopback_addresses()
             for last in range(2, 255):
@@ -100,8 +104,14 @@ class Node:
         moment = now_text()
 
         def condition(kind: str, status: str, reason: str, message: str) -> dict[str, Any]:
-            return {"type": kind, "status": status, "reason": reason, "message": message,
-                    "lastHeartbeatTime": moment, "lastTransitionTime": self.started_at}  # fmt: skip
+            return {
+                "type": kind,
+                "status": status,
+                "reason": reason,
+                "message": message,
+                "lastHeartbeatTime": moment,
+                "lastTransitionTime": self.started_at,
+            }
 
         return {
             "capacity": capacity,
@@ -112,17 +122,24 @@ class Node:
                 condition("PIDPressure", "False", "KubeletHasSufficientPID", "ok"),
                 condition("Ready", "True", "KubeletReady", "test node: pods run as processes"),
             ],
-            "addresses": [{"type": "InternalIP", "address": self.host_ip},
-                          {"type": "Hostname", "address": socket.gethostname()}],
+            "addresses": [
+                {"type": "InternalIP", "address": self.host_ip},
+                {"type": "Hostname", "address": socket.gethostname()},
+            ],
             "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
             "nodeInfo": {
-                "machineID": "", "systemUUID": "", "bootID": "",
-                "kernelVersion": platform.release(), "osImage": "ebbtide test node",
-                "containerRuntimeVersion": "testbed://processes", "kubeletVersion": VERSION,
-                "kubeProxyVersion": VERSION, "operatingSystem": "linux",
+                "machineID": "",
+                "systemUUID": "",
+                "bootID": "",
+                "kernelVersion": platform.release(),
+                "osImage": "ebbtide test node",
+                "containerRuntimeVersion": "testbed://processes",
+                "kubeletVersion": VERSION,
+                "kubeProxyVersion": VERSION,
+                "operatingSystem": "linux",
                 "architecture": "amd64",
             },
-        }  # fmt: skip
+        }
 
     def register(self) -> None:
         self.started_at = now_text()
@@ -131,10 +148,14 @@ class Node:
             "kind": "Node",
             "metadata": {
                 "name": NODE_NAME,
-                "labels": {"kubernetes.io/hostname": NODE_NAME, "kubernetes.io/os": "linux",
-                           "kubernetes.io/arch": "amd64", "type": "ebbtide-test-node"},
+                "labels": {
+                    "kubernetes.io/hostname": NODE_NAME,
+                    "kubernetes.io/os": "linux",
+                    "kubernetes.io/arch": "amd64",
+                    "type": "ebbtide-test-node",
+                },
             },
-        }  # fmt: skip
+        }
         response = self.api.request("POST", "/api/v1/nodes", body)
         if response.status_code not in (201, 409):
             response.raise_for_status()
@@ -151,26 +172,38 @@ class Node:
         APIService that points the aggregator at it."""
         ns = METRICS_NAMESPACE
         service = {
-            "apiVersion": "v1", "kind": "Service",
+            "apiVersion": "v1",
+            "kind": "Service",
             "metadata": {"name": METRICS_SERVICE, "namespace": ns},
-            "spec": {"ports": [{"name": "https", "port": 443,
-                                "targetPort": self.state.metrics_port}]},
-        }  # fmt: skip
+            "spec": {
+                "ports": [{"name": "https", "port": 443, "targetPort": self.state.metrics_port}]
+            },
+        }
         endpoints = {
-            "apiVersion": "v1", "kind": "Endpoints",
+            "apiVersion": "v1",
+            "kind": "Endpoints",
             "metadata": {"name": METRICS_SERVICE, "namespace": ns},
-            "subsets": [{"addresses": [{"ip": self.host_ip}],
-                         "ports": [{"name": "https", "port": self.state.metrics_port}]}],
-        }  # fmt: skip
+            "subsets": [
+                {
+                    "addresses": [{"ip": self.host_ip}],
+                    "ports": [{"name": "https", "port": self.state.metrics_port}],
+                }
+            ],
+        }
         ca = (Path(self.state.state_dir) / "pki" / "ca.crt").read_bytes()
         api_service = {
-            "apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
+            "apiVersion": "apiregistration.k8s.io/v1",
+            "kind": "APIService",
             "metadata": {"name": "v1beta1.metrics.k8s.io"},
-            "spec": {"group": "metrics.k8s.io", "version": "v1beta1",
-                     "service": {"namespace": ns, "name": METRICS_SERVICE, "port": 443},
-                     "caBundle": base64.b64encode(ca).decode(),
-                     "groupPriorityMinimum": 100, "versionPriority": 100},
-        }  # fmt: skip
+            "spec": {
+                "group": "metrics.k8s.io",
+                "version": "v1beta1",
+                "service": {"namespace": ns, "name": METRICS_SERVICE, "port": 443},
+                "caBundle": base64.b64encode(ca).decode(),
+                "groupPriorityMinimum": 100,
+                "versionPriority": 100,
+            },
+        }
         for path, body in (
             (f"/api/v1/namespaces/{ns}/services", service),
             (f"/api/v1/namespaces/{ns}/endpoints", endpoints),
@@ -216,23 +249,30 @@ class Node:
             directory.mkdir(parents=True, exist_ok=True)
             storage = spec.get("resources", {}).get("requests", {}).get("storage", "1Gi")
             volume = {
-                "apiVersion": "v1", "kind": "PersistentVolume",
-                "metadata": {"name": f"pvc-{metadata['uid']}",
-                             "labels": {"type": "ebbtide-test-node"}},
+                "apiVersion": "v1",
+                "kind": "PersistentVolume",
+                "metadata": {
+                    "name": f"pvc-{metadata['uid']}",
+                    "labels": {"type": "ebbtide-test-node"},
+                },
                 "spec": {
                     "capacity": {"storage": storage},
                     "accessModes": spec.get("accessModes") or ["ReadWriteOnce"],
                     "persistentVolumeReclaimPolicy": "Retain",
                     "storageClassName": spec.get("storageClassName") or "",
                     "hostPath": {"path": str(directory), "type": "DirectoryOrCreate"},
-                    "claimRef": {"namespace": metadata["namespace"], "name": metadata["name"],
-                                 "uid": metadata["uid"]},
+                    "claimRef": {
+                        "namespace": metadata["namespace"],
+                        "name": metadata["name"],
+                        "uid": metadata["uid"],
+                    },
                 },
-            }  # fmt: skip
+            }
             response = self.api.request("POST", "/api/v1/persistentvolumes", volume)
             if response.status_code == 201:
-                log.info("claim %s/%s: volume at %s", metadata["namespace"], metadata["name"],
-                         directory)  # fmt: skip
+                log.info(
+                    "claim %s/%s: volume at %s", metadata["namespace"], metadata["name"], directory
+                )
 
     def _every(self, seconds: float, action: Any, name: str) -> None:
         def loop() -> None:
@@ -253,19 +293,37 @@ class Node:
         ]
         self.sampler.sample(containers)
 
+    def _watch_owner(self) -> None:
+        owner = self.state.owner
+        if owner is not None and not alive(owner):
+            log.warning(
+                "the cluster's owner (pid %d) ended without stopping it: stopping", owner.pid
+            )
+            subprocess.Popen(
+                [sys.executable, "-m", "testbed", "down", "--state-dir", self.state.state_dir],
+                start_new_session=True,
+                stdin=subprocess.DEVNULL,
+            )
+            self.stopping.set()
+
     def run(self) -> None:
         if self.host_ip not in loopback_addresses():
             add_address(self.host_ip)
         self.metrics = MetricsServer(
-            self.host_ip, self.state.metrics_port, Path(self.state.state_dir) / "pki", NODE_NAME,
-            self.pod_processes, self.sampler,
-        )  # fmt: skip
+            self.host_ip,
+            self.state.metrics_port,
+            Path(self.state.state_dir) / "pki",
+            NODE_NAME,
+            self.pod_processes,
+            self.sampler,
+        )
         self.metrics.serve()
         self.register()
         self.register_metrics_api()
         self._every(HEARTBEAT_SECONDS, self.heartbeat, "heartbeat")
         self._every(1.0, self._sample, "sampler")
         self._every(1.0, self.provision_claims, "claims")
+        self._every(2.0, self._watch_owner, "owner")
         log.info("node %s ready; pod IPs from %s.0/24", NODE_NAME, self.subnet)
         while not self.stopping.is_set():
             try:
@@ -277,8 +335,10 @@ class Node:
 
     def shutdown(self) -> None:
         workers = list(self.workers.values())
-        stoppers = [threading.Thread(target=worker.shutdown, args=(SHUTDOWN_GRACE_SECONDS,))
-                    for worker in workers]  # fmt: skip
+        stoppers = [
+            threading.Thread(target=worker.shutdown, args=(SHUTDOWN_GRACE_SECONDS,))
+            for worker in workers
+        ]
         for stopper in stoppers:
             stopper.start()
         for stopper in stoppers:

@@ -18,9 +18,22 @@ def _openssl(*arguments: str, cwd: Path) -> None:
 
 def make_ca(directory: Path, name: str, common_name: str) -> None:
     """`<name>.key` and a self-signed `<name>.crt`."""
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key",
-             "-out", f"{name}.crt", "-days", DAYS, "-subj", f"/CN={common_name}",
-             cwd=directory)  # fmt: skip
+    _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        f"{name}.key",
+        "-out",
+        f"{name}.crt",
+        "-days",
+        DAYS,
+        "-subj",
+        f"/CN={common_name}",
+        cwd=directory,
+    )
 
 
 def make_certificate(
@@ -35,8 +48,20 @@ def make_certificate(
 ) -> None:
     """`<name>.key` and `<name>.crt` signed by the CA `<ca>.key`/`<ca>.crt` in `directory`."""
     subject = f"/CN={common_name}" + (f"/O={organization}" if organization else "")
-    _openssl("req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key",
-             "-out", f"{name}.csr", "-subj", subject, cwd=directory)  # fmt: skip
+    _openssl(
+        "req",
+        "-new",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        f"{name}.key",
+        "-out",
+        f"{name}.csr",
+        "-subj",
+        subject,
+        cwd=directory,
+    )
     names = [f"DNS:{dns}" for dns in dns_names] + [f"IP:{ip}" for ip in ip_addresses]
     usage = "clientAuth" if client else "serverAuth,clientAuth"
     extensions = [
@@ -47,9 +72,24 @@ def make_certificate(
     if names:
         extensions.append("subjectAltName=" + ",".join(names))
     (directory / f"{name}.ext").write_text("\n".join(extensions) + "\n")
-    _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key",
-             "-CAcreateserial", "-out", f"{name}.crt", "-days", DAYS,
-             "-extfile", f"{name}.ext", cwd=directory)  # fmt: skip
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        f"{name}.csr",
+        "-CA",
+        f"{ca}.crt",
+        "-CAkey",
+        f"{ca}.key",
+        "-CAcreateserial",
+        "-out",
+        f"{name}.crt",
+        "-days",
+        DAYS,
+        "-extfile",
+        f"{name}.ext",
+        cwd=directory,
+    )
 
 
 def make_signing_key(directory: Path, name: str) -> None:

@@ -39,8 +39,13 @@ from testbed.containers import (
 
 log = logging.getLogger("testbed.node")
 TICK_SECONDS = 0.2
-PROBE_DEFAULTS = {"periodSeconds": 10, "timeoutSeconds": 1, "failureThreshold": 3,
-                  "successThreshold": 1, "initialDelaySeconds": 0}  # fmt: skip
+PROBE_DEFAULTS = {
+    "periodSeconds": 10,
+    "timeoutSeconds": 1,
+    "failureThreshold": 3,
+    "successThreshold": 1,
+    "initialDelaySeconds": 0,
+}
 # A kubelet waits 10 s, doubling to 5 min; the test node's waits are shorter so tests stay short.
 BACKOFF_FIRST_SECONDS = 1.0
 BACKOFF_MAX_SECONDS = 30.0
@@ -65,12 +70,19 @@ class Api:
         )
         self.lock = threading.Lock()
 
-    def request(self, method: str, path: str, body: Any = None,
-                content_type: str = "application/json", **params: Any) -> httpx.Response:  # fmt: skip
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        content_type: str = "application/json",
+        **params: Any,
+    ) -> httpx.Response:
         content = None if body is None else json.dumps(body)
         headers = {"Content-Type": content_type}
-        return self.client.request(method, path, content=content, headers=headers,
-                                   params=params or None)  # fmt: skip
+        return self.client.request(
+            method, path, content=content, headers=headers, params=params or None
+        )
 
     def get(self, path: str, **params: Any) -> dict[str, Any] | None:
         response = self.request("GET", path, **params)
@@ -191,8 +203,9 @@ class PodWorker(threading.Thread):
         self.finished = threading.Event()
         self.pod_ip: str | None = None
         self.start_time = now_text()
-        self.init_containers = [Container(spec, init=True)
-                                for spec in pod["spec"].get("initContainers", [])]  # fmt: skip
+        self.init_containers = [
+            Container(spec, init=True) for spec in pod["spec"].get("initContainers", [])
+        ]
         self.containers = [Container(spec) for spec in pod["spec"].get("containers", [])]
         self.mounts: dict[str, Mount] = {}
         self.conditions: dict[str, dict[str, Any]] = {}
@@ -214,8 +227,11 @@ class PodWorker(threading.Thread):
 
     def processes(self) -> list[tuple[str, int]]:
         with self.lock:
-            return [(c.name, c.process.pid) for c in self.containers
-                    if c.process is not None and c.running]  # fmt: skip
+            return [
+                (c.name, c.process.pid)
+                for c in self.containers
+                if c.process is not None and c.running
+            ]
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -239,7 +255,10 @@ class PodWorker(threading.Thread):
         init_done = not self.init_containers
         volumes_tried = time.monotonic()
         while True:
-            if self.volume_error is not None and time.monotonic() > volumes_tried + VOLUME_RETRY_SECONDS:
+            if (
+                self.volume_error is not None
+                and time.monotonic() > volumes_tried + VOLUME_RETRY_SECONDS
+            ):
                 # As a kubelet does: a missing secret or unbound claim may appear later.
                 self._try_volumes()
                 volumes_tried = time.monotonic()
@@ -278,8 +297,9 @@ class PodWorker(threading.Thread):
                 if volume["hostPath"].get("type") in ("DirectoryOrCreate", None, ""):
                     source.mkdir(parents=True, exist_ok=True)
                 elif not source.exists():
-                    raise ContainerError("CreateContainerConfigError",
-                                         f"hostPath {source} does not exist")  # fmt: skip
+                    raise ContainerError(
+                        "CreateContainerConfigError", f"hostPath {source} does not exist"
+                    )
             elif "persistentVolumeClaim" in volume:
                 source = self._claim_directory(volume["persistentVolumeClaim"]["claimName"])
             elif "secret" in volume or "configMap" in volume:
@@ -290,8 +310,9 @@ class PodWorker(threading.Thread):
                 data = self.api.lookup_bytes(kind, self.namespace, object_name)
                 if data is None:
                     if not reference.get("optional"):
-                        raise ContainerError("CreateContainerConfigError",
-                                             f"{kind} {object_name!r} not found")  # fmt: skip
+                        raise ContainerError(
+                            "CreateContainerConfigError", f"{kind} {object_name!r} not found"
+                        )
                     data = {}
                 self._write_files(source, data, reference.get("items"))
             elif "projected" in volume:
@@ -314,8 +335,9 @@ class PodWorker(threading.Thread):
         found = self.api.get(f"/api/v1/namespaces/{self.namespace}/persistentvolumeclaims/{claim}")
         volume_name = (found or {}).get("spec", {}).get("volumeName")
         if not volume_name:
-            raise ContainerError("CreateContainerConfigError",
-                                 f"persistentVolumeClaim {claim!r} is not bound")  # fmt: skip
+            raise ContainerError(
+                "CreateContainerConfigError", f"persistentVolumeClaim {claim!r} is not bound"
+            )
         volume = self.api.get(f"/api/v1/persistentvolumes/{volume_name}") or {}
         path = volume.get("spec", {}).get("hostPath", {}).get("path")
         if not path:
@@ -360,12 +382,14 @@ class PodWorker(threading.Thread):
         files = {}
         for item in items:
             if "fieldRef" in item:
-                files[item["path"]] = field_value(self._pod_with_ip(),
-                                                  item["fieldRef"]["fieldPath"]).encode()  # fmt: skip
+                files[item["path"]] = field_value(
+                    self._pod_with_ip(), item["fieldRef"]["fieldPath"]
+                ).encode()
         return files
 
-    def _write_files(self, directory: Path, data: dict[str, bytes],
-                     items: list[dict[str, Any]] | None) -> None:  # fmt: skip
+    def _write_files(
+        self, directory: Path, data: dict[str, bytes], items: list[dict[str, Any]] | None
+    ) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         for relative, content in _select(data, items).items():
             target = directory / relative
@@ -378,8 +402,9 @@ class PodWorker(threading.Thread):
         for mount in container.spec.get("volumeMounts", []):
             volume = self.mounts.get(mount["name"])
             if volume is None:
-                raise ContainerError("CreateContainerConfigError",
-                                     f"volumeMount {mount['name']!r} names no volume")  # fmt: skip
+                raise ContainerError(
+                    "CreateContainerConfigError", f"volumeMount {mount['name']!r} names no volume"
+                )
             source = volume.source
             if mount.get("subPath"):
                 source = source / mount["subPath"]
@@ -392,14 +417,14 @@ class PodWorker(threading.Thread):
 
     def _pod_with_ip(self) -> dict[str, Any]:
         pod = dict(self.pod)
-        pod["status"] = {**pod.get("status", {}), "podIP": self.pod_ip,
-                         "hostIP": self.node.host_ip}  # fmt: skip
+        pod["status"] = {**pod.get("status", {}), "podIP": self.pod_ip, "hostIP": self.node.host_ip}
         return pod
 
     def _start(self, container: Container) -> None:
         try:
-            env = container_env(self._pod_with_ip(), container.spec, self.api.lookup,
-                                self.node.apiserver_port)  # fmt: skip
+            env = container_env(
+                self._pod_with_ip(), container.spec, self.api.lookup, self.node.apiserver_port
+            )
             argv = container_command(container.spec, env)
             mounts = self._container_mounts(container)
         except ContainerError as error:
@@ -429,16 +454,27 @@ class PodWorker(threading.Thread):
         container.killing = False
         container.kill_reason = None
         container.probes = {
-            kind: ProbeState(container.spec[key], next_due=container.started_monotonic
-                             + container.spec[key].get("initialDelaySeconds", 0))
-            for kind, key in (("startup", "startupProbe"), ("readiness", "readinessProbe"),
-                              ("liveness", "livenessProbe"))
+            kind: ProbeState(
+                container.spec[key],
+                next_due=container.started_monotonic
+                + container.spec[key].get("initialDelaySeconds", 0),
+            )
+            for kind, key in (
+                ("startup", "startupProbe"),
+                ("readiness", "readinessProbe"),
+                ("liveness", "livenessProbe"),
+            )
             if key in container.spec
-        }  # fmt: skip
+        }
         if "startup" not in container.probes:
             container.started = True
-        log.info("%s/%s: started %s as pid %d", self.namespace, self.pod_name, container.name,
-                 container.process.pid)  # fmt: skip
+        log.info(
+            "%s/%s: started %s as pid %d",
+            self.namespace,
+            self.pod_name,
+            container.name,
+            container.process.pid,
+        )
 
     def _reap(self, container: Container) -> bool:
         """True when the container's process ended since the last look (now recorded)."""
@@ -476,8 +512,11 @@ class PodWorker(threading.Thread):
             container.backoff = BACKOFF_FIRST_SECONDS
         container.last_terminated = container.terminated
         container.restart_at = time.monotonic() + container.backoff
-        container.waiting = ("CrashLoopBackOff", f"back-off {container.backoff:g}s restarting "
-                             f"failed container={container.name} pod={self.pod_name}")  # fmt: skip
+        container.waiting = (
+            "CrashLoopBackOff",
+            f"back-off {container.backoff:g}s restarting "
+            f"failed container={container.name} pod={self.pod_name}",
+        )
         container.backoff = min(container.backoff * 2, BACKOFF_MAX_SECONDS)
 
     def _restart_if_due(self, container: Container) -> None:
@@ -541,13 +580,20 @@ class PodWorker(threading.Thread):
                     elif failed:
                         container.ready = False
                 if kind in ("startup", "liveness") and failed:
-                    log.info("%s/%s: %s probe failed %d times, restarting %s", self.namespace,
-                             self.pod_name, kind, probe.failures, container.name)  # fmt: skip
+                    log.info(
+                        "%s/%s: %s probe failed %d times, restarting %s",
+                        self.namespace,
+                        self.pod_name,
+                        kind,
+                        probe.failures,
+                        container.name,
+                    )
                     container.killing = True
                     container.kill_reason = "Error"
             if container.killing:
-                threading.Thread(target=self._stop_container, args=(container, None),
-                                 daemon=True).start()  # fmt: skip
+                threading.Thread(
+                    target=self._stop_container, args=(container, None), daemon=True
+                ).start()
                 return
         if "readiness" not in container.probes and container.started:
             container.ready = True
@@ -588,8 +634,9 @@ class PodWorker(threading.Thread):
         if container.process is None:
             return 1
         argv = ["nsenter", "--target", str(container.process.pid), "--mount", "--", *command]
-        completed = subprocess.run(argv, env=container.env, capture_output=True,
-                                   timeout=timeout, check=False)  # fmt: skip
+        completed = subprocess.run(
+            argv, env=container.env, capture_output=True, timeout=timeout, check=False
+        )
         return completed.returncode
 
     # -- ending --------------------------------------------------------------------------
@@ -620,8 +667,12 @@ class PodWorker(threading.Thread):
         try:
             process.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            log.info("%s/%s: %s outlived its grace period, SIGKILL", self.namespace,
-                     self.pod_name, container.name)  # fmt: skip
+            log.info(
+                "%s/%s: %s outlived its grace period, SIGKILL",
+                self.namespace,
+                self.pod_name,
+                container.name,
+            )
         _kill_group(process.pid)
         process.wait()
 
@@ -632,17 +683,19 @@ class PodWorker(threading.Thread):
             elif "httpGet" in hook:
                 self._check(container, hook, grace)
         except (subprocess.TimeoutExpired, OSError):
-            log.info("%s/%s: preStop of %s did not finish", self.namespace, self.pod_name,
-                     container.name)  # fmt: skip
+            log.info(
+                "%s/%s: preStop of %s did not finish", self.namespace, self.pod_name, container.name
+            )
 
     def _terminate(self) -> None:
-        log.info("%s/%s: deleting, grace %gs", self.namespace, self.pod_name,
-                 self._grace_seconds())  # fmt: skip
+        log.info("%s/%s: deleting, grace %gs", self.namespace, self.pod_name, self._grace_seconds())
         with self.lock:
             for container in self.containers:
                 container.killing = True
-        stoppers = [threading.Thread(target=self._stop_container, args=(c, None), daemon=True)
-                    for c in [*self.init_containers, *self.containers]]  # fmt: skip
+        stoppers = [
+            threading.Thread(target=self._stop_container, args=(c, None), daemon=True)
+            for c in [*self.init_containers, *self.containers]
+        ]
         for stopper in stoppers:
             stopper.start()
         while any(stopper.is_alive() for stopper in stoppers):
@@ -658,8 +711,12 @@ class PodWorker(threading.Thread):
                 self._reap(container)
                 container.restart_at = None
         self._report()
-        body = {"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0,
-                "preconditions": {"uid": self.uid}}  # fmt: skip
+        body = {
+            "kind": "DeleteOptions",
+            "apiVersion": "v1",
+            "gracePeriodSeconds": 0,
+            "preconditions": {"uid": self.uid},
+        }
         response = self.api.request("DELETE", self.path, body)
         if response.status_code not in (200, 202, 404, 409):
             log.warning("deleting %s: %s %s", self.path, response.status_code, response.text)
@@ -673,8 +730,10 @@ class PodWorker(threading.Thread):
 
     def shutdown(self, grace: float) -> None:
         """The node is stopping: end the containers within `grace` seconds, keep the pod."""
-        stoppers = [threading.Thread(target=self._stop_container, args=(c, grace, False),
-                                     daemon=True) for c in self.containers]  # fmt: skip
+        stoppers = [
+            threading.Thread(target=self._stop_container, args=(c, grace, False), daemon=True)
+            for c in self.containers
+        ]
         for stopper in stoppers:
             stopper.start()
         for stopper in stoppers:
@@ -687,8 +746,12 @@ class PodWorker(threading.Thread):
         status = "True" if value else "False"
         previous = self.conditions.get(kind)
         if previous is None or previous["status"] != status:
-            previous = {"type": kind, "status": status, "lastProbeTime": None,
-                        "lastTransitionTime": now_text()}  # fmt: skip
+            previous = {
+                "type": kind,
+                "status": status,
+                "lastProbeTime": None,
+                "lastTransitionTime": now_text(),
+            }
             if reason and not value:
                 previous["reason"] = reason
             self.conditions[kind] = previous
@@ -713,11 +776,14 @@ class PodWorker(threading.Thread):
         init_statuses = [c.status() for c in self.init_containers]
         if self.volume_error is not None:
             for status in containers:
-                status["state"] = {"waiting": {"reason": self.volume_error.reason,
-                                               "message": self.volume_error.message}}  # fmt: skip
+                status["state"] = {
+                    "waiting": {
+                        "reason": self.volume_error.reason,
+                        "message": self.volume_error.message,
+                    }
+                }
         initialized = all(
-            c.terminated is not None and c.terminated["exitCode"] == 0
-            for c in self.init_containers
+            c.terminated is not None and c.terminated["exitCode"] == 0 for c in self.init_containers
         )
         all_ready = bool(self.containers) and all(c.ready for c in self.containers)
         deleting = bool(self.pod["metadata"].get("deletionTimestamp"))

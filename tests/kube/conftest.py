@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from testbed.cluster import Cluster
 
 KUBECONFIG_VARIABLE = "EBBTIDE_E2E_KUBECONFIG"
@@ -53,7 +52,8 @@ def kube_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeTarget
         yield KubeTarget(Path(configured), test_node=False)
         return
     cluster = Cluster(tmp_path_factory.mktemp("test-cluster"))
-    cluster.start()
+    # Owned: should this session die without its teardown, the test node stops the cluster.
+    cluster.start(owned=True)
     try:
         yield KubeTarget(cluster.kubeconfig, test_node=True, cluster=cluster)
     finally:
