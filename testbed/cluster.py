@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 import psutil
 
-from testbed import pki
+from testbed import network, pki
 
 VERSION = "v1.20.2"
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -159,6 +159,7 @@ class Cluster:
             self._wait_for_apiserver(state)
             self._start_controllers(binaries, state)
             if with_node:
+                network.create_bridge(state.pod_subnet)
                 self._start_node(state)
                 self._wait_for_node(state)
         except BaseException:
@@ -182,7 +183,7 @@ class Cluster:
         self.state.processes = []
         self.state.save()
         if self.state.pod_subnet:
-            remove_addresses(self.state.pod_subnet)
+            network.remove_network(self.state.pod_subnet)
         shutil.rmtree(self.state_dir / "etcd", ignore_errors=True)
         (self.state_dir / "cluster.json").unlink(missing_ok=True)
         self.state = None
@@ -434,41 +435,13 @@ class Cluster:
         raise RuntimeError(f"timed out after {START_SECONDS:g}s waiting for {what}")
 
 
-def loopback_addresses() -> set[str]:
-    return {
-        address.address
-        for address in psutil.net_if_addrs().get("lo", [])
-        if address.family == socket.AF_INET
-    }
-
-
 def free_subnet() -> str:
-    """A /24 for pod IPs (`10.244.N`) that no loopback address of this machine is in yet."""
-    taken = {address.rsplit(".", 1)[0] for address in loopback_addresses()}
-    for third in [*range(secrets.randbelow(200) + 10, 256), *range(10)]:
+    """A /24 for pod IPs (`10.244.N`) that no bridge or route of this machine uses yet."""
+    for third in [*range(secrets.randbelow(200) + 10, 250), *range(10, 250)]:
         subnet = f"10.244.{third}"
-        if subnet not in taken:
+        if network.subnet_free(subnet):
             return subnet
     raise RuntimeError("no free 10.244.N.0/24 for pod IPs on this machine")
-
-
-def add_address(address: str) -> None:
-    """Put `address` on the loopback interface: reachable from this machine only."""
-    subprocess.run(
-        ["ip", "address", "add", f"{address}/32", "dev", "lo"], check=True, capture_output=True
-    )
-
-
-def remove_address(address: str) -> None:
-    subprocess.run(
-        ["ip", "address", "del", f"{address}/32", "dev", "lo"], check=False, capture_output=True
-    )
-
-
-def remove_addresses(subnet: str) -> None:
-    for address in loopback_addresses():
-        if address.startswith(subnet + "."):
-            remove_address(address)
 
 
 def _ok(client: httpx.Client, path: str) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import socket
 import ssl
 import threading
 import time
@@ -178,8 +179,7 @@ class MetricsServer:
 
     def __init__(
         self,
-        address: str,
-        port: int,
+        listener: socket.socket,
         pki: Path,
         node_name: str,
         pods: Callable[[], list[tuple[dict[str, Any], list[tuple[str, int]]]]],
@@ -206,9 +206,11 @@ class MetricsServer:
             def log_message(self, format: str, *args: Any) -> None:
                 return
 
-        self.http = ThreadingHTTPServer((address, port), Handler)
+        # The listening socket was made in the metrics server's own network namespace.
+        self.http = ThreadingHTTPServer(listener.getsockname(), Handler, bind_and_activate=False)
+        self.http.socket.close()
+        self.http.socket = context.wrap_socket(listener, server_side=True)
         self.http.daemon_threads = True
-        self.http.socket = context.wrap_socket(self.http.socket, server_side=True)
 
     def serve(self) -> None:
         threading.Thread(target=self.http.serve_forever, daemon=True, name="metrics").start()

@@ -29,12 +29,10 @@ from testbed.cluster import (
     NODE_NAME,
     VERSION,
     ClusterState,
-    add_address,
     alive,
-    loopback_addresses,
-    remove_address,
 )
 from testbed.metrics import MetricsServer, Sampler
+from testbed.network import Relay, Sandbox, listen_in
 from testbed.pods import Api, PodWorker, now_text
 
 log = logging.getLogger("testbed.node")
@@ -57,44 +55,40 @@ class Node:
         self.api = Api(state.server, state.token, state.ca_file)
         self.apiserver_port = state.apiserver_port
         self.subnet = state.pod_subnet
+        # The node's own address: its end of the cluster's bridge.
         self.host_ip = f"{self.subnet}.1"
+        self.metrics_sandbox = Sandbox(self.subnet, 2)
         self.workers: dict[str, PodWorker] = {}
         self.ips_lock = threading.Lock()
-        self.ips_in_use: set[str] = set()
+        self.ips_in_use: set[int] = set()
+        self.relays: dict[int, Relay] = {}
         self.stopping = threading.Event()
         self.sampler = Sampler()
         self.metrics: MetricsServer | None = None
 
     # -- pod IPs -------------------------------------------------------------------------
 
-    def allocate_ip(self, pod: dict[str, Any]) -> str:
-        if pod["spec"].get("hostNetwork"):
-            return self.host_ip
-        ports = [
-            port["containerPort"]
-            for container in pod["spec"].get("containers", [])
-            for port in container.get("ports", [])
-        ]
+    def allocate_sandbox(self) -> Sandbox:
+        """A network namespace with a pod IP of its own, and the apiserver relayed into it."""
         with self.ips_lock:
-            present = loopback_addresses()
-            for last in range(2, 255):
-                address = f"{self.subnet}.{last}"
-                if address in self.ips_in_use or address in present:
-                    continue
-                add_address(address)
-                if not _ports_free(address, ports):
-                    remove_address(address)
-                    continue
-                self.ips_in_use.add(address)
-                return address
-        raise RuntimeError(f"no free pod IP left in {self.subnet}.0/24")
+            last = next((n for n in range(3, 255) if n not in self.ips_in_use), None)
+            if last is None:
+                raise RuntimeError(f"no free pod IP left in {self.subnet}.0/24")
+            self.ips_in_use.add(last)
+        sandbox = Sandbox(self.subnet, last)
+        sandbox.delete()
+        sandbox.create()
+        listener = listen_in(sandbox.path, "127.0.0.1", self.apiserver_port)
+        self.relays[last] = Relay(listener, ("127.0.0.1", self.apiserver_port))
+        return sandbox
 
-    def release_ip(self, address: str) -> None:
-        if address == self.host_ip:
-            return
+    def release_sandbox(self, sandbox: Sandbox) -> None:
+        relay = self.relays.pop(sandbox.last, None)
+        if relay is not None:
+            relay.close()
+        sandbox.delete()
         with self.ips_lock:
-            self.ips_in_use.discard(address)
-            remove_address(address)
+            self.ips_in_use.discard(sandbox.last)
 
     # -- registration and heartbeat --------------------------------------------------------
 
@@ -185,7 +179,7 @@ class Node:
             "metadata": {"name": METRICS_SERVICE, "namespace": ns},
             "subsets": [
                 {
-                    "addresses": [{"ip": self.host_ip}],
+                    "addresses": [{"ip": self.metrics_sandbox.address}],
                     "ports": [{"name": "https", "port": self.state.metrics_port}],
                 }
             ],
@@ -307,11 +301,11 @@ class Node:
             self.stopping.set()
 
     def run(self) -> None:
-        if self.host_ip not in loopback_addresses():
-            add_address(self.host_ip)
+        self.metrics_sandbox.delete()
+        self.metrics_sandbox.create()
+        listener = listen_in(self.metrics_sandbox.path, "0.0.0.0", self.state.metrics_port)
         self.metrics = MetricsServer(
-            self.host_ip,
-            self.state.metrics_port,
+            listener,
             Path(self.state.state_dir) / "pki",
             NODE_NAME,
             self.pod_processes,
@@ -345,18 +339,8 @@ class Node:
             stopper.join()
         if self.metrics is not None:
             self.metrics.close()
-        remove_address(self.host_ip)
+        self.metrics_sandbox.delete()
         log.info("node stopped")
-
-
-def _ports_free(address: str, ports: list[int]) -> bool:
-    for port in ports:
-        with socket.socket() as probe:
-            try:
-                probe.bind((address, port))
-            except OSError:
-                return False
-    return True
 
 
 def main() -> None:

@@ -36,6 +36,7 @@ from testbed.containers import (
     container_env,
     namespace_argv,
 )
+from testbed.network import Sandbox
 
 log = logging.getLogger("testbed.node")
 TICK_SECONDS = 0.2
@@ -202,6 +203,7 @@ class PodWorker(threading.Thread):
         self.gone = threading.Event()
         self.finished = threading.Event()
         self.pod_ip: str | None = None
+        self.sandbox: Sandbox | None = None
         self.start_time = now_text()
         self.init_containers = [
             Container(spec, init=True) for spec in pod["spec"].get("initContainers", [])
@@ -242,13 +244,14 @@ class PodWorker(threading.Thread):
             log.exception("pod %s/%s failed", self.namespace, self.pod_name)
             self._kill_all()
         finally:
-            if self.pod_ip:
-                self.node.release_ip(self.pod_ip)
+            if self.sandbox is not None:
+                self.node.release_sandbox(self.sandbox)
             shutil.rmtree(self.stage, ignore_errors=True)
             self.finished.set()
 
     def _run(self) -> None:
-        self.pod_ip = self.node.allocate_ip(self.pod)
+        self.sandbox = self.node.allocate_sandbox()
+        self.pod_ip = self.sandbox.address
         self.directory.mkdir(parents=True, exist_ok=True)
         self._try_volumes()
         self._report()
@@ -436,7 +439,10 @@ class PodWorker(threading.Thread):
         working_dir = container.spec.get("workingDir") or "/"
         with (logs / f"{container.restart_count}.log").open("ab") as output:
             container.process = subprocess.Popen(
-                namespace_argv(mounts, self.stage / container.name, working_dir, argv),
+                [
+                    *self.sandbox.enter_argv(),
+                    *namespace_argv(mounts, self.stage / container.name, working_dir, argv),
+                ],
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=output,
@@ -633,7 +639,15 @@ class PodWorker(threading.Thread):
         """Run `command` inside the container's mount namespace, with its environment."""
         if container.process is None:
             return 1
-        argv = ["nsenter", "--target", str(container.process.pid), "--mount", "--", *command]
+        argv = [
+            "nsenter",
+            "--target",
+            str(container.process.pid),
+            "--mount",
+            "--net",
+            "--",
+            *command,
+        ]
         completed = subprocess.run(
             argv, env=container.env, capture_output=True, timeout=timeout, check=False
         )
