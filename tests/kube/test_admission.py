@@ -209,3 +209,50 @@ def test_other_operations_are_let_through(operation: str) -> None:
 def test_a_malformed_review_is_a_spec_error(body: dict[str, Any], problem: str) -> None:
     with pytest.raises(SpecError, match=problem):
         admission_response(body)
+
+
+def scale_review(replicas: int) -> dict[str, Any]:
+    """What kube-apiserver sends for `kubectl scale ie my-model-endpoint --replicas=N`."""
+    scale = {
+        "apiVersion": "autoscaling/v1",
+        "kind": "Scale",
+        "metadata": {"name": "my-model-endpoint", "namespace": "default"},
+        "spec": {"replicas": replicas},
+    }
+    body = review(as_stored(SEED), "UPDATE")
+    body["request"] |= {
+        "kind": {"group": "autoscaling", "version": "v1", "kind": "Scale"},
+        "subResource": "scale",
+        "object": scale,
+        "oldObject": {**scale, "spec": {"replicas": 1}},
+    }
+    return body
+
+
+def test_kubectl_scale_above_max_is_refused_with_validates_message() -> None:
+    answer = admission_response(scale_review(9), current=as_stored(SEED))["response"]
+    assert answer["allowed"] is False
+    assert answer["status"]["message"] == (
+        "error: default/my-model-endpoint: spec.autoscaling.minReplicas: minReplicas (9) is "
+        "greater than maxReplicas (5)\n"
+        "  fix: set minReplicas to at most maxReplicas, e.g. minReplicas: 5, maxReplicas: 9"
+    )
+
+
+def test_kubectl_scale_within_bounds_is_allowed_and_to_max_warns() -> None:
+    assert admission_response(scale_review(3), current=as_stored(SEED))["response"] == {
+        "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
+        "allowed": True,
+    }
+    warned = admission_response(scale_review(5), current=as_stored(SEED))["response"]
+    assert "minReplicas equals maxReplicas (5)" in warned["warnings"][0]
+
+
+def test_a_scale_without_the_stored_endpoint_is_left_to_the_api_server() -> None:
+    assert admission_response(scale_review(9))["response"]["allowed"] is True
+
+
+def test_status_updates_are_let_through() -> None:
+    body = review(as_stored(seed_with("spec.autoscaling.minReplicas", 6)), "UPDATE")
+    body["request"]["subResource"] = "status"
+    assert admission_response(body)["response"]["allowed"] is True

@@ -139,3 +139,13 @@ def test_render_and_crd_load_no_kubernetes_client() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert completed.stdout.strip() == "[]"
+
+
+def test_crd_and_install_leave_the_cel_rules_out_for_older_servers() -> None:
+    for command in (["kube", "crd"], ["kube", "install"]):
+        with_cel = runner.invoke(app, command)
+        without = runner.invoke(app, [*command, "--no-cel"])
+        assert with_cel.exit_code == 0, with_cel.output
+        assert without.exit_code == 0, without.output
+        assert "x-kubernetes-validations" in with_cel.stdout
+        assert "x-kubernetes-validations" not in without.stdout

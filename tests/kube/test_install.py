@@ -103,7 +103,8 @@ def test_the_webhook_reaches_the_operator_through_its_service() -> None:
     }
     assert (webhook["failurePolicy"], webhook["sideEffects"]) == ("Fail", "None")
     assert webhook["rules"][0]["operations"] == ["CREATE", "UPDATE"]
-    assert webhook["rules"][0]["resources"] == ["inferenceendpoints"]  # not status, not scale
+    # The spec and the scale subresource (which sets minReplicas); never status.
+    assert webhook["rules"][0]["resources"] == ["inferenceendpoints", "inferenceendpoints/scale"]
     command = container["command"]
     assert command[command.index("--webhook-service") + 1] == "ml-platform/ebbtide-operator"
     assert command[command.index("--webhook-port") + 1] == str(ports["webhook"])

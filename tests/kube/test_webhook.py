@@ -16,7 +16,7 @@ from cryptography import x509
 
 from ebbtide.kube.admission import WEBHOOK_PATH, WebhookTarget, webhook_configuration
 from ebbtide.kube.webhook import HealthServer, Identity, WebhookServer, make_identity
-from tests.kube.test_admission import as_stored, review
+from tests.kube.test_admission import as_stored, review, scale_review
 from tests.spec.cases import SEED, seed_with
 
 SERVICE = WebhookTarget("ebbtide-system", "ebbtide-operator")
@@ -101,6 +101,30 @@ def test_allows_the_seed_and_warns_over_https() -> None:
         assert "autoscaling is disabled" in answer["response"]["warnings"][0]
 
     run(check)
+
+
+def test_a_scale_is_checked_against_the_endpoint_as_stored() -> None:
+    looked_up: list[tuple[str, str]] = []
+
+    async def lookup(namespace: str, name: str) -> dict[str, Any] | None:
+        looked_up.append((namespace, name))
+        return as_stored(SEED)
+
+    async def main() -> None:
+        identity = make_identity(*SERVICE.names(), NOW)
+        server = WebhookServer(identity, lookup=lookup)
+        await server.start("127.0.0.1", 0)
+        try:
+            answer = (await post(server, identity.ca, scale_review(9))).json()["response"]
+            assert answer["allowed"] is False
+            assert "minReplicas (9) is greater than maxReplicas (5)" in answer["status"]["message"]
+            answer = (await post(server, identity.ca, review(as_stored(SEED)))).json()
+            assert answer["response"]["allowed"] is True
+        finally:
+            await server.stop()
+
+    asyncio.run(main())
+    assert looked_up == [("default", "my-model-endpoint")]  # only the scale needed a read
 
 
 def test_a_malformed_body_is_a_400_not_a_500() -> None:

@@ -19,7 +19,7 @@ from ebbtide.cli.output import as_list, dump
 from ebbtide.core.errors import KubernetesError
 from ebbtide.kube.admission import WEBHOOK_PORT
 from ebbtide.kube.crd import CRD_NAME, cel_supported, crd_manifest, parse_server_version
-from ebbtide.kube.install import DEFAULT_OPERATOR_NAMESPACE, install_manifests
+from ebbtide.kube.install import DEFAULT_OPERATOR_NAMESPACE, OPERATOR_NAME, install_manifests
 from ebbtide.kube.manifests import (
     DEFAULT_IMAGE,
     DEFAULT_MODELS_CLAIM,
@@ -147,6 +147,13 @@ def install(
             "printing; with --apply, as the server's version allows.",
         ),
     ] = None,
+    wait: Annotated[
+        bool,
+        typer.Option(
+            "--wait/--no-wait",
+            help="With --apply, wait until the operator is ready (its webhook admits endpoints).",
+        ),
+    ] = True,
 ) -> None:
     """Print (or --apply) the CRD, the operator's RBAC, Deployment and admission webhook."""
     options = RenderOptions(image, "IfNotPresent", models_claim, storage_initializer)
@@ -173,6 +180,12 @@ def install(
         ["apply", "--server-side", "--field-manager=ebbtide", "-f", "-"],
         objects[crd_index + 1 :],
     )
+    if wait:
+        # Until the operator is ready its webhook refuses every endpoint (failure policy Fail).
+        _kubectl(
+            kubectl,
+            ["rollout", "status", f"deployment/{OPERATOR_NAME}", "-n", namespace, "--timeout=180s"],
+        )
 
 
 def _server_version(kubectl: str) -> tuple[int, int]:
@@ -219,8 +232,8 @@ def operator(
     webhook_url: Annotated[
         str | None,
         typer.Option(
-            help="Serve the webhook and tell the API server to call it at this https:// URL "
-            "(an operator running outside the cluster)."
+            help="Serve the webhook for an API server that calls this https:// URL (an "
+            "operator outside the cluster; the webhook configuration must name the same URL)."
         ),
     ] = None,
     webhook_port: Annotated[int, typer.Option(help="The webhook's HTTPS port.")] = WEBHOOK_PORT,

@@ -16,10 +16,12 @@ applies it (`kube.webhook` serves the requests).
 from __future__ import annotations
 
 import base64
+import copy
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from ebbtide.core.errors import SpecError
 from ebbtide.kube.manifests import RenderOptions, render
@@ -69,13 +71,45 @@ def one_line(problem: str) -> str:
     return problem.replace("\n  fix: ", "; fix: ").replace("\n", " ")
 
 
-def review_request(request: Mapping[str, Any], options: RenderOptions | None = None) -> Verdict:
-    """The verdict on one admission request: endpoints created or updated are checked;
-    anything else the configuration might route here (a subresource, a delete) is let through."""
-    kind = (request.get("kind") or {}).get("kind")
-    if request.get("operation") not in CHECKED_OPERATIONS or request.get("subResource"):
+def scale_target(request: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(namespace, name) of the endpoint a scale-subresource update is for (`kubectl scale ie
+    NAME --replicas=N`, which sets minReplicas); None for any other request."""
+    resource = (request.get("resource") or {}).get("resource")
+    if request.get("subResource") == "scale" and resource == PLURAL:
+        return str(request.get("namespace") or "default"), str(request.get("name") or "")
+    return None
+
+
+def review_scale(
+    request: Mapping[str, Any],
+    current: Mapping[str, Any] | None,
+    options: RenderOptions | None = None,
+) -> Verdict:
+    """The verdict on a scale update: the endpoint as it would be with minReplicas set to the
+    Scale's replicas, checked like any other. The API server answers for an endpoint gone."""
+    replicas = ((request.get("object") or {}).get("spec") or {}).get("replicas")
+    if current is None or isinstance(replicas, bool) or not isinstance(replicas, int):
         return Verdict(True)
-    if kind != KIND:
+    body = copy.deepcopy(dict(current))
+    spec = body.setdefault("spec", {})
+    spec["autoscaling"] = {**(spec.get("autoscaling") or {}), "minReplicas": replicas}
+    return review_object(body, options)
+
+
+def review_request(
+    request: Mapping[str, Any],
+    options: RenderOptions | None = None,
+    current: Mapping[str, Any] | None = None,
+) -> Verdict:
+    """The verdict on one admission request: endpoints created or updated are checked, and so
+    are scale updates (given `current`, the endpoint as stored); anything else the
+    configuration might route here (status, a delete) is let through."""
+    if request.get("operation") not in CHECKED_OPERATIONS:
+        return Verdict(True)
+    if scale_target(request) is not None:
+        return review_scale(request, current, options)
+    kind = (request.get("kind") or {}).get("kind")
+    if request.get("subResource") or kind != KIND:
         return Verdict(True)
     body = request.get("object")
     if not isinstance(body, Mapping):
@@ -84,7 +118,9 @@ def review_request(request: Mapping[str, Any], options: RenderOptions | None = N
 
 
 def admission_response(
-    review: Mapping[str, Any], options: RenderOptions | None = None
+    review: Mapping[str, Any],
+    options: RenderOptions | None = None,
+    current: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The `AdmissionReview` answering `review`, in the same API version. Raises `SpecError`
     for a body that is not an AdmissionReview request."""
@@ -97,7 +133,7 @@ def admission_response(
         )
     if not isinstance(request, Mapping) or not request.get("uid"):
         raise SpecError("the AdmissionReview has no request with a uid")
-    verdict = review_request(request, options)
+    verdict = review_request(request, options, current)
     response: dict[str, Any] = {"uid": request["uid"], "allowed": verdict.allowed}
     if verdict.warnings:
         response["warnings"] = list(verdict.warnings)
@@ -170,7 +206,7 @@ class WebhookTarget:
         if self.namespace and self.service:
             dns = service_dns_names(self.namespace, self.service) + dns
         if self.url is not None:
-            host = self.url.removeprefix("https://").split("/")[0].rsplit(":", 1)[0].strip("[]")
+            host = urlsplit(self.url).hostname or "localhost"
             try:
                 ipaddress.ip_address(host)
             except ValueError:
@@ -202,7 +238,7 @@ def webhook_configuration(target: WebhookTarget, ca_bundle: bytes | None = None)
                     {
                         "apiGroups": [API_GROUP],
                         "apiVersions": ["*"],
-                        "resources": [PLURAL],
+                        "resources": [PLURAL, f"{PLURAL}/scale"],
                         "operations": ["CREATE", "UPDATE"],
                         "scope": "Namespaced",
                     }

@@ -27,6 +27,7 @@ from ebbtide.kube.admission import WEBHOOK_PORT, WebhookTarget, webhook_configur
 from ebbtide.kube.cluster import KubernetesCluster
 from ebbtide.kube.crd import VERSION
 from ebbtide.kube.manifests import ENDPOINT_LABEL, MANAGED_BY, MANAGED_BY_LABEL, RenderOptions
+from ebbtide.kube.reconcile import ObjectRef
 from ebbtide.kube.reconciler import Reconciler
 from ebbtide.kube.webhook import HealthServer, WebhookServer, make_identity
 from ebbtide.spec.models import API_GROUP, PLURAL
@@ -139,11 +140,23 @@ def build_registry(config: OperatorConfig) -> Any:
 
     async def start_webhook(cluster: KubernetesCluster, target: WebhookTarget) -> None:
         identity = make_identity(*target.names(), SYSTEM_CLOCK.wall())
-        server = WebhookServer(identity, config.options)
+
+        async def lookup(namespace: str, name: str) -> dict[str, Any] | None:
+            return await cluster.get(ObjectRef.endpoint(namespace, name))
+
+        server = WebhookServer(identity, config.options, lookup)
         state["servers"].append(server)
         await server.start(config.host, config.webhook_port)
         manifest = webhook_configuration(target, identity.ca)
-        await cluster.apply_webhook_configuration(manifest)
+        try:
+            await cluster.apply_webhook_configuration(manifest)
+        except KubernetesError as error:
+            where = "--webhook-url" if target.url else "--webhook-service"
+            raise KubernetesError(
+                f"{error}; the operator only writes its CA into the configuration that "
+                f"`ebbtide kube install` creates, whose clientConfig must name the same target "
+                f"as {where}"
+            ) from error
         state["tasks"].append(asyncio.create_task(keep_ca_bundle(cluster, manifest)))
 
     @kopf.on.cleanup(registry=registry)

@@ -1,5 +1,6 @@
-"""The operator's validating admission webhook: its TLS identity, its HTTPS server, its
-configuration object, and the health endpoints the kubelet probes.
+"""The operator's validating admission webhook: its TLS identity and its HTTPS server; and the
+health endpoints the kubelet probes. (What it decides, and its configuration object, are in
+`ebbtide.kube.admission`.)
 
 At every start the operator makes a fresh CA and a serving certificate signed by it (for the
 webhook Service's DNS names), serves `ebbtide.kube.admission` over HTTPS with them, and writes
@@ -20,7 +21,7 @@ import json
 import logging
 import ssl
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,14 +32,17 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from ebbtide.core.errors import SpecError
-from ebbtide.kube.admission import WEBHOOK_PATH, WEBHOOK_PORT, admission_response
+from ebbtide.core.errors import KubernetesError, SpecError
+from ebbtide.kube.admission import WEBHOOK_PATH, WEBHOOK_PORT, admission_response, scale_target
 from ebbtide.kube.manifests import RenderOptions
 
 logger = logging.getLogger("ebbtide.kube")
 
 CERTIFICATE_DAYS = 3650
 MAX_REVIEW_BYTES = 3 * 1024 * 1024  # the API server's own limit on a request body
+
+Lookup = Callable[[str, str], Awaitable[Mapping[str, Any] | None]]
+"""(namespace, name) → the endpoint as stored, or None."""
 
 
 @dataclass(frozen=True)
@@ -124,9 +128,15 @@ def _key_usage(signs: bool) -> x509.KeyUsage:
 class WebhookServer:
     """Serves admission reviews over HTTPS on `host:port` (port 0: any free port)."""
 
-    def __init__(self, identity: Identity, options: RenderOptions | None = None) -> None:
+    def __init__(
+        self,
+        identity: Identity,
+        options: RenderOptions | None = None,
+        lookup: Lookup | None = None,
+    ) -> None:
         self.identity = identity
         self.options = options
+        self.lookup = lookup
         self._runner: web.AppRunner | None = None
         self._folder = tempfile.TemporaryDirectory(prefix="ebbtide-webhook-")
         self.port = 0
@@ -140,7 +150,7 @@ class WebhookServer:
         context = self.identity.server_context(Path(self._folder.name))
         site = web.TCPSite(self._runner, host, port, ssl_context=context)
         await site.start()
-        self.port = _bound_port(site)
+        self.port = _bound_port(self._runner)
         logger.info("admission webhook serving on https://%s:%d%s", host, self.port, WEBHOOK_PATH)
         return self.port
 
@@ -155,7 +165,8 @@ class WebhookServer:
             review = json.loads(await request.read())
             if not isinstance(review, dict):
                 raise SpecError("the body is not a JSON object")
-            answer = admission_response(review, self.options)
+            current = await self._current(review.get("request"))
+            answer = admission_response(review, self.options, current)
         except (ValueError, SpecError) as error:
             # A malformed review is the caller's mistake: 400, and the API server applies the
             # failure policy.
@@ -164,6 +175,18 @@ class WebhookServer:
         name = ((review.get("request") or {}).get("object") or {}).get("metadata", {}).get("name")
         logger.info("admission of %s: %s", name, "allowed" if allowed else "refused")
         return web.json_response(answer)
+
+    async def _current(self, request: Any) -> Mapping[str, Any] | None:
+        """The endpoint a scale update is for, as stored (a Scale carries only replicas)."""
+        target = scale_target(request) if isinstance(request, Mapping) else None
+        if target is None or self.lookup is None:
+            return None
+        try:
+            return await self.lookup(*target)
+        except KubernetesError as error:
+            # Unchecked rather than refused: the operator still reports an invalid spec.
+            logger.warning("cannot read %s/%s to check its scale: %s", *target, error)
+            return None
 
 
 class HealthServer:
@@ -184,7 +207,7 @@ class HealthServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
-        self.port = _bound_port(site)
+        self.port = _bound_port(self._runner)
         return self.port
 
     async def stop(self) -> None:
@@ -202,7 +225,7 @@ class HealthServer:
         return answer
 
 
-def _bound_port(site: web.TCPSite) -> int:
-    server = site._server  # aiohttp keeps the asyncio server here; its sockets tell the port
-    sockets = getattr(server, "sockets", None) or []
-    return int(sockets[0].getsockname()[1]) if sockets else 0
+def _bound_port(runner: web.AppRunner) -> int:
+    """The port the runner's one site listens on (asked for 0: the one the OS chose)."""
+    address = runner.addresses[0]
+    return int(address[1])
