@@ -70,6 +70,7 @@ class Started:
     name: str
     pid: int
     create_time: float
+    """Its start in clock ticks since boot (`start_ticks`)."""
     log: str
 
 
@@ -148,8 +149,7 @@ class Cluster:
             pod_subnet=free_subnet(),
         )
         if owned:
-            me = psutil.Process()
-            state.owner = Started("owner", me.pid, me.create_time(), "")
+            state.owner = Started("owner", os.getpid(), start_ticks(os.getpid()), "")
         self.state = state
         (self.pki / "tokens.csv").write_text(f'{state.token},admin,admin,"system:masters"\n')
         self._write_kubeconfig(state)
@@ -264,9 +264,7 @@ class Cluster:
                 env=env,
             )
         self.children.append(process)
-        started = Started(
-            name, process.pid, psutil.Process(process.pid).create_time(), str(log_path)
-        )
+        started = Started(name, process.pid, start_ticks(process.pid), str(log_path))
         state.processes.append(started)
         state.save()
 
@@ -452,11 +450,18 @@ def alive(process: Started) -> bool:
     return _alive(process)
 
 
+def start_ticks(pid: int) -> float:
+    """When `pid` started, in clock ticks since boot (/proc/PID/stat field 22): unlike a wall
+    clock time it does not move when the machine's clock is adjusted."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return float(fields[19])
+
+
 def _alive(process: Started) -> bool:
     try:
         found = psutil.Process(process.pid)
-        return found.create_time() == process.create_time and found.status() != "zombie"
-    except psutil.NoSuchProcess:
+        return start_ticks(process.pid) == process.create_time and found.status() != "zombie"
+    except (psutil.NoSuchProcess, FileNotFoundError, ProcessLookupError):
         return False
 
 
