@@ -244,7 +244,7 @@ class MetricsServer:
 
     def _nodes(self, name: str | None) -> tuple[int, dict[str, Any]]:
         usage = self.sampler.node_usage()
-        items = []
+        items: list[dict[str, Any]] = []
         if usage is not None:
             cores, window = usage
             memory = psutil.virtual_memory()

@@ -434,6 +434,7 @@ class PodWorker(threading.Thread):
             container.waiting = (error.reason, error.message)
             container.restart_at = time.monotonic() + container.backoff
             return
+        assert self.sandbox is not None, "a pod's sandbox is made before its containers"
         logs = self.directory / "logs" / container.name
         logs.mkdir(parents=True, exist_ok=True)
         working_dir = container.spec.get("workingDir") or "/"
@@ -507,7 +508,8 @@ class PodWorker(threading.Thread):
 
     def _restart_wanted(self, container: Container) -> bool:
         policy = self.pod["spec"].get("restartPolicy", "Always")
-        code = (container.terminated or {}).get("exitCode", 0)
+        code: int = (container.terminated or {}).get("exitCode", 0)
+        policy = str(policy)
         if container.init:
             return code != 0 and policy != "Never"
         return policy == "Always" or (policy == "OnFailure" and code != 0)
@@ -789,8 +791,8 @@ class PodWorker(threading.Thread):
         containers = [c.status() for c in self.containers]
         init_statuses = [c.status() for c in self.init_containers]
         if self.volume_error is not None:
-            for status in containers:
-                status["state"] = {
+            for waiting in containers:
+                waiting["state"] = {
                     "waiting": {
                         "reason": self.volume_error.reason,
                         "message": self.volume_error.message,
