@@ -10,7 +10,7 @@ DEB_VERSION="${EBBTIDE_K8S_DEB_VERSION:-1.20.5+really1.20.2-1.1+deb12u1}"
 CACHE_ROOT="${XDG_CACHE_HOME:-$HOME/.cache}/ebbtide/kubernetes"
 CACHE_DIR="$CACHE_ROOT/$K8S_VERSION"
 BINARIES=(kube-apiserver kube-controller-manager kube-scheduler)
-APT_PACKAGES=(golang-go rsync etcd-server openssl dpkg-dev
+APT_PACKAGES=(golang-go rsync etcd-server openssl dpkg-dev iproute2
     golang-github-modern-go-reflect2-dev golang-github-json-iterator-go-dev)
 
 log() { echo "build-kubernetes: $*" >&2; }
