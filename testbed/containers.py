@@ -97,15 +97,6 @@ def resource_value(container: dict[str, Any], reference: dict[str, Any]) -> str:
     return str(value)
 
 
-@dataclass(frozen=True)
-class Launch:
-    """Everything needed to start one container process."""
-
-    argv: list[str]
-    env: dict[str, str]
-    working_dir: str
-
-
 def container_env(
     pod: dict[str, Any],
     container: dict[str, Any],

@@ -20,7 +20,6 @@ import ssl
 import subprocess
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -69,7 +68,6 @@ class Api:
             verify=ssl.create_default_context(cafile=ca_file),
             timeout=15.0,
         )
-        self.lock = threading.Lock()
 
     def request(
         self,
@@ -853,10 +851,3 @@ def _kill_group(pid: int) -> None:
         for child in psutil.Process(pid).children(recursive=True):
             with contextlib.suppress(psutil.NoSuchProcess):
                 child.kill()
-
-
-def pod_key(pod: dict[str, Any]) -> str:
-    return f"{pod['metadata']['namespace']}/{pod['metadata']['name']}"
-
-
-Callback = Callable[[], None]
