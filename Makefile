@@ -6,7 +6,7 @@ EXTRAS ?= dev,onnx,plot,kube,fast
 comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: help venv demo test test-fast lint format bench clean browser
+.PHONY: help venv demo test test-fast lint format bench clean browser kube-binaries kube-cluster kube-cluster-down
 
 help:
 	@echo "make demo   - run the seed endpoint on a real model, scale it up under load and back down"
@@ -14,6 +14,8 @@ help:
 	@echo "make lint   - ruff, mypy (strict) and the import-layer contracts"
 	@echo "make bench  - run the benchmarks in bench/ and print their figures"
 	@echo "make browser - install Debian's chromium for the dashboard's browser test (make test runs it)"
+	@echo "make kube-cluster      - start the Kubernetes 1.20.2 test cluster and test node (.testbed/kubeconfig)"
+	@echo "make kube-cluster-down - stop it"
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,7 +29,7 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m ebbtide.demo
 
-test: $(STAMP) lint browser
+test: $(STAMP) lint browser kube-binaries
 	$(BIN)/python -m pytest
 
 # The dashboard's browser test drives Debian's Chromium (Playwright cannot fetch its own here).
@@ -38,17 +40,28 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not integration"
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench testbed
+	$(BIN)/ruff format --check src tests bench testbed
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
 format: $(STAMP)
-	$(BIN)/ruff check --fix src tests bench
-	$(BIN)/ruff format src tests bench
+	$(BIN)/ruff check --fix src tests bench testbed
+	$(BIN)/ruff format src tests bench testbed
 
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+
+# The test cluster's binaries: built once from Debian's kubernetes source package (several
+# minutes, installing the build's Debian packages), then reused from the cache.
+kube-binaries:
+	nice -n 10 bash testbed/build-kubernetes.sh
+
+kube-cluster: $(STAMP) kube-binaries
+	$(BIN)/python -m testbed up
+
+kube-cluster-down: $(STAMP)
+	$(BIN)/python -m testbed down

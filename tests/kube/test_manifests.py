@@ -85,8 +85,8 @@ def test_pods_carry_app_label_and_the_deployment_selects_them() -> None:
 def test_model_server_runs_serve_model_with_the_spec_resources() -> None:
     server = container(render(endpoint()).deployment)
     assert server["command"] == [
-        "ebbtide", "serve-model", "--name", "my-ml-model", "--version", "v1",
-        "--repository", "/models", "--port", "8080",
+        "ebbtide", "serve-model", "my-ml-model", "--version", "v1",
+        "--repository", "/models", "--host", "$(POD_IP)", "--port", "8080",
     ]  # fmt: skip
     assert server["resources"] == {
         "requests": {"cpu": "500m", "memory": "1Gi"},

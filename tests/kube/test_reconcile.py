@@ -95,7 +95,7 @@ def test_version_change_rolls_the_deployment_only() -> None:
     assert action.manifest is not None
     template = action.manifest["spec"]["template"]
     assert template["metadata"]["labels"]["mlops.example.com/model-version"] == "v2"
-    assert template["spec"]["containers"][0]["command"][5] == "v2"
+    assert template["spec"]["containers"][0]["command"][4] == "v2"
     assert decision.status is not None
     assert decision.status["observedGeneration"] == 2
 

@@ -224,15 +224,20 @@ def _model_server(
     endpoint: InferenceEndpoint, options: RenderOptions, mounts: list[dict[str, Any]]
 ) -> dict[str, Any]:
     model = endpoint.spec.model
-    command = ["ebbtide", "serve-model", "--name", model.name, "--version", model.version]
-    command += ["--repository", REPOSITORY_PATH, "--port", str(MODEL_PORT)]
+    command = ["ebbtide", "serve-model", model.name, "--version", model.version]
+    # The kubelet expands $(POD_IP): the server listens on the pod's own address, which is
+    # all a pod network needs, and lets pods that share a host's network stay apart.
+    command += ["--repository", REPOSITORY_PATH, "--host", "$(POD_IP)", "--port", str(MODEL_PORT)]
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
         "image": options.image,
         "imagePullPolicy": options.image_pull_policy,
         "command": command,
         "ports": [{"name": "http", "containerPort": MODEL_PORT, "protocol": "TCP"}],
-        "env": [{"name": "EBBTIDE_HOME", "value": "/tmp/ebbtide"}],
+        "env": [
+            {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+            {"name": "EBBTIDE_HOME", "value": "/tmp/ebbtide"},
+        ],
     }
     resources = _resources(endpoint)
     if resources:
