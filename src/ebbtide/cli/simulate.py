@@ -118,6 +118,10 @@ def simulate(
             "-o", "--output", help="For --sweep and --tradeoff: table, json or csv (per cell)."
         ),
     ] = "table",
+    save: Annotated[
+        Path | None,
+        typer.Option(help="For --sweep: also write the JSON document (-o json) to this file."),
+    ] = None,
     tradeoff: Annotated[
         bool,
         typer.Option(
@@ -140,7 +144,9 @@ def simulate(
             raise EbbtideError("choose one of --sweep and --tradeoff")
         if sweep:
             chosen_seeds = _seeds(seeds)
-            _run_sweep(grid_from(grid, chosen_seeds), traces, jobs, output, plot_path, no_plot)
+            _run_sweep(
+                grid_from(grid, chosen_seeds), traces, jobs, output, plot_path, no_plot, save
+            )
             return
         service = ServiceModel(mean=cpu_ms / 1000, cv=cpu_cv)
         workload = _workload(
@@ -201,6 +207,7 @@ def _run_sweep(
     output: str,
     plot_path: Path | None,
     no_plot: bool,
+    save: Path | None = None,
 ) -> None:
     if jobs < 1:
         raise EbbtideError("--jobs must be at least 1")
@@ -219,19 +226,22 @@ def _run_sweep(
 
     result = sweeping.run(grid, traces, jobs, progress)
     elapsed = time.perf_counter() - began
+    document = {
+        "grid": dataclasses.asdict(grid),
+        "totals": [
+            dict(zip(sweeping.TOTAL_HEADERS, row, strict=True))
+            for row in sweeping.total_rows(result)
+        ],
+        "standings": [
+            dataclasses.asdict(s) | {"worst": s.worst.cell.label if s.worst else None}
+            for s in map(result.standing, sweeping.RIVALS)
+        ],
+        "cells": sweeping.cell_records(result),
+    }
+    if save is not None:
+        save.parent.mkdir(parents=True, exist_ok=True)
+        save.write_text(json.dumps(document, indent=1) + "\n")
     if output == "json":
-        document = {
-            "grid": dataclasses.asdict(grid),
-            "totals": [
-                dict(zip(sweeping.TOTAL_HEADERS, row, strict=True))
-                for row in sweeping.total_rows(result)
-            ],
-            "standings": [
-                dataclasses.asdict(s) | {"worst": s.worst.cell.label if s.worst else None}
-                for s in map(result.standing, sweeping.RIVALS)
-            ],
-            "cells": sweeping.cell_records(result),
-        }
         typer.echo(json.dumps(document, indent=1))
     elif output == "csv":
         writer = csv.DictWriter(sys.stdout, fieldnames=sweeping.record_fields())
