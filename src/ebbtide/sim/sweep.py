@@ -15,6 +15,7 @@ import multiprocessing
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 from ebbtide.autoscaler import LOCAL
 from ebbtide.core.errors import EbbtideError
@@ -344,7 +345,7 @@ def heatmap(path: Path, sweep: Sweep) -> None:
     green where ebbtide has fewer), and ebbtide's cost against the oracle's; rows are the
     workloads in time and rate, columns CPU per request and start time, seeds averaged."""
     plt = pyplot()
-    from matplotlib.colors import SymLogNorm, TwoSlopeNorm
+    from matplotlib.colors import Normalize, SymLogNorm, TwoSlopeNorm
 
     grid = sweep.grid
     rows = list(itertools.product(grid.workloads, grid.speedups, grid.rate_scales))
@@ -366,10 +367,13 @@ def heatmap(path: Path, sweep: Sweep) -> None:
             out.append(line)
         return out
 
+    def against(rival: str) -> Callable[[CellResult], float]:
+        return lambda r: r.over("ebbtide") - r.over(rival)
+
     panels: list[tuple[str, list[list[float]], str]] = [
         (
             f"ebbtide - {rival}: points of requests over the objective",
-            matrix(lambda r, rival=rival: r.over("ebbtide") - r.over(rival)),
+            matrix(against(rival)),
             "diff",
         )
         for rival in RIVALS
@@ -379,6 +383,7 @@ def heatmap(path: Path, sweep: Sweep) -> None:
     width = max(4.5, 0.45 * len(columns) + 2.5)
     figure, axes = plt.subplots(2, 2, figsize=(2 * width, 2 * height), squeeze=False)
     for axis, (title, values, kind) in zip(axes.flat, panels, strict=True):
+        norm: Normalize
         if kind == "diff":
             norm = SymLogNorm(linthresh=0.5, vmin=-50, vmax=50)
             image = axis.imshow(values, cmap="RdYlGn_r", norm=norm, aspect="auto")
@@ -403,7 +408,7 @@ def heatmap(path: Path, sweep: Sweep) -> None:
     plt.close(figure)
 
 
-def pyplot():  # type: ignore[no-untyped-def]
+def pyplot() -> ModuleType:
     try:
         import matplotlib
 
