@@ -79,3 +79,13 @@ def test_the_full_grid_spans_what_it_promises() -> None:
     assert min(full.start_times) == 0.06
     assert max(full.start_times) == 10
     assert len(full.seeds) >= 2
+
+
+def test_the_breakdown_counts_each_value_of_a_dimension(swept: sweep.Sweep) -> None:
+    records = sweep.cell_records(swept)
+    rows = sweep.breakdown_rows(records, "start_time")
+    assert [row[0] for row in rows] == ["0.06", "2"]
+    assert [row[1] for row in rows] == ["8", "8"]
+    slow = [r for r in swept.results if r.cell.start_time == 2.0]
+    fewer = sum(1 for r in slow if r.over("ebbtide") < r.over("hpa"))
+    assert rows[1][2].startswith(f"{fewer}/8 ")

@@ -271,6 +271,11 @@ def _report_sweep(result: sweeping.Sweep, elapsed: float) -> None:
     typer.echo(table(sweeping.TOTAL_HEADERS, sweeping.total_rows(result)))
     typer.echo("")
     typer.echo(table(sweeping.STANDING_HEADERS, sweeping.standing_rows(result)))
+    records = sweeping.cell_records(result)
+    for dimension in sweeping.DIMENSIONS:
+        typer.echo("")
+        typer.echo(f"by {dimension}:")
+        typer.echo(table(sweeping.BREAKDOWN_HEADERS, sweeping.breakdown_rows(records, dimension)))
     typer.echo("")
     typer.echo(f"swept in {elapsed:.1f} s")
 

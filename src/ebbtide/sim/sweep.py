@@ -438,3 +438,63 @@ def grid_from(name: str, seeds: Sequence[int] | None = None) -> Grid:
             grid.synthetic_rate,
         )
     return grid
+
+
+DIMENSIONS = ("workload", "speedup", "rate_scale", "cpu_ms", "start_time")
+BREAKDOWN_HEADERS = (
+    "VALUE",
+    "CELLS",
+    "FEWER-THAN-HPA",
+    "FEWER-THAN-KPA",
+    "FEWER-THAN-RAY",
+    "WITHIN-1.25X",
+    "EBBTIDE-OVER",
+    "ORACLE-OVER",
+)
+
+
+def breakdown_rows(
+    records: Sequence[dict[str, str | float | int]], dimension: str
+) -> list[list[str]]:
+    """Per value of one dimension (from `cell_records`, or a saved sweep's "cells"): in how
+    many cells ebbtide had fewer requests over the objective than each rival, in how many it
+    cost at most `COST_LIMIT` times the oracle, and the mean share over for it and the oracle."""
+    groups: dict[str | float | int, list[dict[str, str | float | int]]] = {}
+    for record in records:
+        groups.setdefault(record[dimension], []).append(record)
+    rows = []
+    for value, group in groups.items():
+        mean = {
+            p: sum(float(r[f"{p}_over_percent"]) for r in group) / len(group)
+            for p in ("ebbtide", "oracle")
+        }
+        rows.append(
+            [
+                f"{value:g}" if isinstance(value, float) else str(value),
+                str(len(group)),
+                *(_share(group, _fewer_than(rival)) for rival in RIVALS),
+                _share(group, _within_cost),
+                f"{mean['ebbtide']:.2f}%",
+                f"{mean['oracle']:.2f}%",
+            ]
+        )
+    return rows
+
+
+Record = dict[str, str | float | int]
+
+
+def _share(group: Sequence[Record], test: Callable[[Record], bool]) -> str:
+    hits = sum(1 for r in group if test(r))
+    return f"{hits}/{len(group)} ({hits / len(group):.0%})"
+
+
+def _fewer_than(rival: str) -> Callable[[Record], bool]:
+    def fewer(record: Record) -> bool:
+        return float(record["ebbtide_over_percent"]) < float(record[f"{rival}_over_percent"])
+
+    return fewer
+
+
+def _within_cost(record: Record) -> bool:
+    return float(record["ebbtide_vs_oracle"]) <= COST_LIMIT
