@@ -63,3 +63,75 @@ def test_simulate_names_an_unknown_policy() -> None:
     result = runner.invoke(app, ["simulate", "--shape", "ramp", "--policies", "magic", "--no-plot"])
     assert result.exit_code == 1
     assert "unknown policy 'magic'" in result.output
+
+
+def _write_traces(directory: Path) -> None:
+    directory.mkdir()
+    for name, per_minute in (("conv", 30), ("code", 10)):
+        rows = [
+            f"2023-11-16 18:{m:02d}:{s:02d}.{m * 7 % 10}000000"
+            for m in range(20)
+            for s in range(0, 60, 60 // per_minute)
+        ]
+        (directory / f"AzureLLMInferenceTrace_{name}.csv").write_text(
+            "TIMESTAMP\n" + "\n".join(rows)
+        )
+
+
+def test_simulate_sweep_prints_totals_standings_and_a_heat_map(tmp_path: Path) -> None:
+    traces, png, saved = tmp_path / "traces", tmp_path / "heat.png", tmp_path / "sweep.json"
+    _write_traces(traces)
+    result = runner.invoke(
+        app,
+        ["simulate", "--sweep", "--grid", "small", "--traces", str(traces), "--plot", str(png),
+         "--save", str(saved)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "grid: 16 cells (conv, code, spike, diurnal;" in result.output
+    header = next(line for line in result.output.splitlines() if line.startswith("POLICY"))
+    assert header.split()[:3] == ["POLICY", "OVER-OBJECTIVE", "CELLS-MEETING"]
+    for rival in ("hpa", "knative-kpa", "ray-serve"):
+        assert any(
+            line.startswith(rival) and "/16 (" in line for line in result.output.splitlines()
+        )
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert '"cells"' in saved.read_text()
+
+
+def test_simulate_sweep_writes_csv_per_cell(tmp_path: Path) -> None:
+    traces = tmp_path / "traces"
+    _write_traces(traces)
+    result = runner.invoke(
+        app, ["simulate", "--sweep", "--traces", str(traces), "-o", "csv", "--no-plot"]
+    )
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stdout.splitlines() if line and not line.startswith("[")]
+    assert lines[0].startswith("workload,speedup,rate_scale,cpu_ms,start_time,seed,requests,")
+    assert len(lines) == 17
+
+
+def test_simulate_sweep_names_missing_traces_and_bad_options(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["simulate", "--sweep", "--traces", str(tmp_path), "--no-plot"])
+    assert result.exit_code == 1
+    assert "pass --traces DIR" in result.output
+    result = runner.invoke(app, ["simulate", "--sweep", "--grid", "huge", "--no-plot"])
+    assert result.exit_code == 1
+    assert "--grid 'huge': choose small or full" in result.output
+    result = runner.invoke(app, ["simulate", "--sweep", "-o", "xml", "--no-plot"])
+    assert "-o 'xml': choose table, json, csv" in result.output
+    result = runner.invoke(app, ["simulate", "--sweep", "--tradeoff", "--no-plot"])
+    assert "choose one of --sweep and --tradeoff" in result.output
+
+
+def test_simulate_tradeoff_prints_a_curve_per_policy(tmp_path: Path) -> None:
+    png = tmp_path / "curves.png"
+    result = runner.invoke(
+        app,
+        ["simulate", "--tradeoff", "--shape", "spike", "--rate", "30", "--duration", "90",
+         "--plot", str(png)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    policies = [line.split()[0] for line in result.output.splitlines() if "x" in line[-6:]]
+    assert {"ebbtide", "hpa", "knative-kpa", "ray-serve", "oracle"} <= set(policies)
+    assert "80 (default)" in result.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

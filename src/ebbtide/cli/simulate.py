@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import csv
+import dataclasses
+import json
+import sys
 import time
 from pathlib import Path
 from typing import Annotated
@@ -24,8 +28,17 @@ from ebbtide.sim import (
     synthetic,
     table_rows,
 )
+from ebbtide.sim import sweep as sweeping
 from ebbtide.sim.compare import sample_endpoint
 from ebbtide.sim.report import TABLE_HEADERS
+from ebbtide.sim.sweep import GRIDS, grid_from
+from ebbtide.sim.tradeoff import (
+    TRADEOFF_HEADERS,
+    Tradeoff,
+    plot_tradeoff,
+    tradeoff_rows,
+)
+from ebbtide.sim.tradeoff import tradeoff as run_tradeoff
 from ebbtide.spec import InferenceEndpoint, parse_documents, read_text, validate
 
 
@@ -76,17 +89,65 @@ def simulate(
     ] = None,
     profile: Annotated[str, typer.Option(help="ebbtide's profile: local or kubernetes.")] = "local",
     seed: Annotated[int, typer.Option(help="Seed for arrivals, CPU times and routing.")] = 0,
-    plot_path: Annotated[Path | None, typer.Option("--plot", help="Write the PNG here.")] = Path(
-        "simulation.png"
-    ),
+    plot_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--plot",
+            help="Write the PNG here (default: simulation.png, sweep.png or tradeoff.png).",
+        ),
+    ] = None,
     no_plot: Annotated[bool, typer.Option("--no-plot", help="Skip the PNG.")] = False,
+    sweep: Annotated[
+        bool,
+        typer.Option(
+            "--sweep", help="Run every policy over a grid of workloads and platforms (--grid)."
+        ),
+    ] = False,
+    grid: Annotated[str, typer.Option(help=f"The sweep's grid: {' or '.join(GRIDS)}.")] = "small",
+    traces: Annotated[
+        Path,
+        typer.Option(help="For --sweep: the directory of the AzureLLMInferenceTrace_*.csv files."),
+    ] = Path("../shared/traces"),
+    jobs: Annotated[int, typer.Option(help="For --sweep: processes running cells.")] = 1,
+    seeds: Annotated[
+        str | None, typer.Option(help="For --sweep: seeds instead of the grid's, e.g. 0,1,2.")
+    ] = None,
+    output: Annotated[
+        str,
+        typer.Option(
+            "-o", "--output", help="For --sweep and --tradeoff: table, json or csv (per cell)."
+        ),
+    ] = "table",
+    save: Annotated[
+        Path | None,
+        typer.Option(help="For --sweep: also write the JSON document (-o json) to this file."),
+    ] = None,
+    tradeoff: Annotated[
+        bool,
+        typer.Option(
+            "--tradeoff",
+            help="Sweep each policy's main knob on the workload: cost against requests over "
+            "the objective.",
+        ),
+    ] = False,
 ) -> None:
     """Compare scaling policies on the same arrivals, side by side.
 
     ebbtide's default, the HPA with Kubernetes' defaults, Knative's KPA, Ray Serve, a fixed
-    fleet and a clairvoyant oracle, each run on the same trace or synthetic load."""
+    fleet and a clairvoyant oracle, each run on the same trace or synthetic load; with --sweep
+    over a grid of them, with --tradeoff at every setting of each policy's knob."""
     try:
         began = time.perf_counter()
+        if output not in OUTPUTS:
+            raise EbbtideError(f"-o {output!r}: choose {', '.join(OUTPUTS)}")
+        if sweep and tradeoff:
+            raise EbbtideError("choose one of --sweep and --tradeoff")
+        if sweep:
+            chosen_seeds = _seeds(seeds)
+            _run_sweep(
+                grid_from(grid, chosen_seeds), traces, jobs, output, plot_path, no_plot, save
+            )
+            return
         service = ServiceModel(mean=cpu_ms / 1000, cv=cpu_cv)
         workload = _workload(
             trace, shape, speedup, rate_scale, limit, rate, factor, duration, steps, service, seed
@@ -102,13 +163,17 @@ def simulate(
             timeout=timeout,
             objective=objective_ms / 1000,
         )
+        if tradeoff:
+            _run_tradeoff(workload, platform, seed, output, plot_path, no_plot)
+            return
         endpoint = _endpoint(filename)
         chosen = [p.strip() for p in policies.split(",") if p.strip()]
         result = compare(workload, endpoint, platform, seed, chosen, fixed, None, PROFILES[profile])
         _report(result, endpoint, service, seed, time.perf_counter() - began)
-        if not no_plot and plot_path is not None:
-            plot(plot_path, workload, result.results, platform)
-            typer.echo(f"plot: {plot_path}")
+        if not no_plot:
+            png = plot_path or Path("simulation.png")
+            plot(png, workload, result.results, platform)
+            typer.echo(f"plot: {png}")
     except SpecError as error:
         typer.echo(f"error: {error}", err=True)
         for problem in error.problems:
@@ -118,6 +183,145 @@ def simulate(
     except EbbtideError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(1) from None
+
+
+OUTPUTS = ("table", "json", "csv")
+
+
+def _seeds(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        chosen = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise EbbtideError(f"--seeds {text!r}: give whole numbers separated by commas") from None
+    if not chosen:
+        raise EbbtideError("--seeds: give at least one seed, e.g. --seeds 0,1")
+    return chosen
+
+
+def _run_sweep(
+    grid: sweeping.Grid,
+    traces: Path,
+    jobs: int,
+    output: str,
+    plot_path: Path | None,
+    no_plot: bool,
+    save: Path | None = None,
+) -> None:
+    if jobs < 1:
+        raise EbbtideError("--jobs must be at least 1")
+    began = time.perf_counter()
+    cells = len(grid.cells())
+    done = 0
+
+    def progress(result: sweeping.CellResult) -> None:
+        nonlocal done
+        done += 1
+        typer.echo(
+            f"[{done}/{cells}] {result.cell.label}: ebbtide {result.over('ebbtide'):.2f}% over, "
+            f"{result.cost('ebbtide'):.2f}x oracle",
+            err=True,
+        )
+
+    result = sweeping.run(grid, traces, jobs, progress)
+    elapsed = time.perf_counter() - began
+    document = {
+        "grid": dataclasses.asdict(grid),
+        "totals": [
+            dict(zip(sweeping.TOTAL_HEADERS, row, strict=True))
+            for row in sweeping.total_rows(result)
+        ],
+        "standings": [
+            dataclasses.asdict(s) | {"worst": s.worst.cell.label if s.worst else None}
+            for s in map(result.standing, sweeping.RIVALS)
+        ],
+        "cells": sweeping.cell_records(result),
+    }
+    if save is not None:
+        save.parent.mkdir(parents=True, exist_ok=True)
+        save.write_text(json.dumps(document, indent=1) + "\n")
+    if output == "json":
+        typer.echo(json.dumps(document, indent=1))
+    elif output == "csv":
+        writer = csv.DictWriter(sys.stdout, fieldnames=sweeping.record_fields())
+        writer.writeheader()
+        writer.writerows(sweeping.cell_records(result))
+    else:
+        _report_sweep(result, elapsed)
+    if not no_plot:
+        png = plot_path or Path("sweep.png")
+        sweeping.heatmap(png, result)
+        typer.echo(f"plot: {png}", err=output != "table")
+
+
+def _report_sweep(result: sweeping.Sweep, elapsed: float) -> None:
+    cells = len(result.results)
+    feasible = sum(1 for r in result.results if r.oracle_meets)
+    typer.echo(
+        f"grid: {cells} cells ({', '.join(result.grid.workloads)}; time x"
+        f"{','.join(f'{v:g}' for v in result.grid.speedups)}; rate x"
+        f"{','.join(f'{v:g}' for v in result.grid.rate_scales)}; "
+        f"{','.join(f'{v:g}' for v in result.grid.cpu_ms)} ms CPU; start "
+        f"{','.join(f'{v:g}' for v in result.grid.start_times)} s; seeds "
+        f"{','.join(str(v) for v in result.grid.seeds)}); the oracle meets the objective in "
+        f"{feasible} of them"
+    )
+    typer.echo("")
+    typer.echo(table(sweeping.TOTAL_HEADERS, sweeping.total_rows(result)))
+    typer.echo("")
+    typer.echo(table(sweeping.STANDING_HEADERS, sweeping.standing_rows(result)))
+    records = sweeping.cell_records(result)
+    for dimension in sweeping.DIMENSIONS:
+        typer.echo("")
+        typer.echo(f"by {dimension}:")
+        typer.echo(table(sweeping.BREAKDOWN_HEADERS, sweeping.breakdown_rows(records, dimension)))
+    typer.echo("")
+    typer.echo(f"swept in {elapsed:.1f} s")
+
+
+def _run_tradeoff(
+    workload: Workload,
+    platform: Platform,
+    seed: int,
+    output: str,
+    plot_path: Path | None,
+    no_plot: bool,
+) -> None:
+    began = time.perf_counter()
+    result: Tradeoff = run_tradeoff(workload, platform, seed)
+    if output == "json":
+        typer.echo(
+            json.dumps(
+                {
+                    "workload": workload.name,
+                    "oracle_over_percent": result.oracle.over_objective_percent,
+                    "points": [dataclasses.asdict(p) for p in result.points],
+                },
+                indent=1,
+            )
+        )
+    elif output == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow(["policy", "knob", "value", "over_percent", "vs_oracle"])
+        writer.writerows(
+            [p.policy, p.knob, p.value, round(p.over_percent, 4), round(p.cost, 4)]
+            for p in result.points
+        )
+    else:
+        typer.echo(
+            f"workload: {workload.name}: {len(workload.arrivals)} requests over "
+            f"{workload.duration:.0f} s; objective p99 {platform.objective * 1000:g} ms; start "
+            f"{platform.start_time:g} s; seed {seed}"
+        )
+        typer.echo("")
+        typer.echo(table(TRADEOFF_HEADERS, tradeoff_rows(result)))
+        typer.echo("")
+        typer.echo(f"simulated in {time.perf_counter() - began:.1f} s")
+    if not no_plot:
+        png = plot_path or Path("tradeoff.png")
+        plot_tradeoff(png, result)
+        typer.echo(f"plot: {png}", err=output != "table")
 
 
 def _workload(

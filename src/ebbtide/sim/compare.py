@@ -23,9 +23,13 @@ MEETS_OBJECTIVE_PERCENT = 1.0
 """A run meets a p99 objective when at most 1% of its requests are over it."""
 
 
-def sample_endpoint(max_replicas: int = 40) -> InferenceEndpoint:
+def sample_endpoint(max_replicas: int = 40, cpu_target: int | None = None) -> InferenceEndpoint:
     """The endpoint simulated unless one is given: replicas of one core (requests.cpu: 1) and
-    no explicit target, so both ebbtide and the HPA hold CPU at the HPA's default 80%."""
+    no explicit target, so both ebbtide and the HPA hold CPU at the HPA's default 80%
+    (`cpu_target` sets one, in percent)."""
+    autoscaling: dict[str, int] = {"minReplicas": 1, "maxReplicas": max_replicas}
+    if cpu_target is not None:
+        autoscaling["targetCPUUtilizationPercentage"] = cpu_target
     return InferenceEndpoint.model_validate(
         {
             "apiVersion": "mlops.example.com/v1",
@@ -33,7 +37,7 @@ def sample_endpoint(max_replicas: int = 40) -> InferenceEndpoint:
             "metadata": {"name": "sample"},
             "spec": {
                 "model": {"name": "sample", "version": "v1"},
-                "autoscaling": {"minReplicas": 1, "maxReplicas": max_replicas},
+                "autoscaling": autoscaling,
                 "resources": {"requests": {"cpu": "1"}},
             },
         }
@@ -74,7 +78,7 @@ def compare(
         raise EbbtideError(f"unknown policy {unknown[0]!r}; choose from {', '.join(POLICIES)}")
     autoscaling = endpoint.spec.autoscaling
     low, high = max(1, autoscaling.min_replicas), autoscaling.max_replicas
-    oracle, oracle_trace = _calibrated_oracle(
+    oracle, oracle_trace = calibrated_oracle(
         workload, platform, seed, low, high, oracle_utilization
     )
     start = oracle.initial
@@ -110,7 +114,7 @@ def _policy(
     return Fixed(fixed)
 
 
-def _calibrated_oracle(
+def calibrated_oracle(
     workload: Workload,
     platform: Platform,
     seed: int,
