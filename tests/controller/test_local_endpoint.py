@@ -192,24 +192,7 @@ def test_a_load_step_scales_up_within_bounds_and_back_down(
     wait_for(lambda: ready_count(ebbtide_home) == 1, 60, "the first replica")
     body = request_body(ebbtide_home, "heavy-model")
     url = infer_url(ebbtide_home, model="heavy-model")
-    highest = 0
-
-    def watch() -> None:
-        nonlocal highest
-        highest = max(highest, int(status(ebbtide_home).get("desiredReplicas", 0)))
-
-    async def load_and_watch() -> list[int | str]:
-        async def watcher() -> None:
-            while True:
-                await asyncio.to_thread(watch)
-                await asyncio.sleep(0.25)
-
-        watching = asyncio.create_task(watcher())
-        outcomes, _ = await open_loop(url, body, rate=80, seconds=8, during=None)
-        watching.cancel()
-        return outcomes
-
-    outcomes = asyncio.run(load_and_watch())
+    outcomes, highest = asyncio.run(load_watching_desired(ebbtide_home, url, body, 80, 8))
     assert outcomes.count(200) == len(outcomes), set(outcomes)
     assert 2 <= highest <= 3
     wait_for(lambda: status(ebbtide_home).get("replicas") == 1, 40, "scale down to minReplicas")
@@ -230,9 +213,9 @@ def test_scale_down_follows_the_measured_start_of_a_forked_replica(
     wait_for(lambda: ready_count(ebbtide_home) == 1, 60, "the first replica")
     body = request_body(ebbtide_home, "heavy-model")
     url = infer_url(ebbtide_home, model="heavy-model")
-    outcomes, _ = asyncio.run(open_loop(url, body, rate=60, seconds=6, during=None))
+    outcomes, highest = asyncio.run(load_watching_desired(ebbtide_home, url, body, 80, 8))
     assert outcomes.count(200) == len(outcomes), set(outcomes)
-    assert status(ebbtide_home).get("replicas") == 2, "the load step scaled nothing"
+    assert highest == 2, "the load step scaled nothing"
     load_ended = time.monotonic()
     explanations: set[str] = set()
 
@@ -247,6 +230,26 @@ def test_scale_down_follows_the_measured_start_of_a_forked_replica(
     assert not any("assumed until one is measured" in e for e in explanations), explanations
     held = [e for e in explanations if "stabilization window" in e]
     assert all(_window_from_forked_starts(e) for e in held), held
+
+
+async def load_watching_desired(
+    home: Path, url: str, body: dict[str, Any], rate: float, seconds: float
+) -> tuple[list[int | str], int]:
+    """Open-loop load for `seconds`; returns its outcomes and the highest desired replica count
+    the status showed meanwhile (a rescale seen while it happens, not only at the end)."""
+    highest = 0
+
+    async def watcher() -> None:
+        nonlocal highest
+        while True:
+            current = await asyncio.to_thread(status, home)
+            highest = max(highest, int(current.get("desiredReplicas", 0)))
+            await asyncio.sleep(0.25)
+
+    watching = asyncio.create_task(watcher())
+    outcomes, _ = await open_loop(url, body, rate=rate, seconds=seconds, during=None)
+    watching.cancel()
+    return outcomes, highest
 
 
 def _window_from_forked_starts(explanation: str) -> bool:

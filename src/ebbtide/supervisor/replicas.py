@@ -319,31 +319,30 @@ class Supervisor:
         )
         self._record(replica)
         exited = asyncio.create_task(process.wait())
+        await self._ready_or_exited(replica, process, exited)
+        replica.last_exit_code = await exited
+        self._set_ready(replica, False)
+
+    async def _ready_or_exited(
+        self, replica: Replica, process: ReplicaProcess, exited: asyncio.Task[int]
+    ) -> None:
+        """Until the replica is ready (it joins the rotation) or its process exits; one that
+        never became ready within the start timeout is killed."""
         probing = asyncio.create_task(self._until_ready(replica))
         done, _ = await asyncio.wait({exited, probing}, return_when=asyncio.FIRST_COMPLETED)
         if probing in done and probing.result():
             replica.phase = Phase.RUNNING
             self._set_ready(replica, True)
-        else:
-            probing.cancel()
-            if exited not in done:
-                process.kill()  # never became ready within the start timeout
-        replica.last_exit_code = await exited
-        self._set_ready(replica, False)
+            return
+        probing.cancel()
+        if exited not in done:
+            process.kill()
 
     async def _watch(self, replica: Replica, process: ReplicaProcess) -> None:
         """An adopted replica: until it exits (once ready, if it was not yet)."""
         exited = asyncio.create_task(process.wait())
         if not replica.ready:
-            probing = asyncio.create_task(self._until_ready(replica))
-            done, _ = await asyncio.wait({exited, probing}, return_when=asyncio.FIRST_COMPLETED)
-            if probing in done and probing.result():
-                replica.phase = Phase.RUNNING
-                self._set_ready(replica, True)
-            else:
-                probing.cancel()
-                if exited not in done:
-                    process.kill()
+            await self._ready_or_exited(replica, process, exited)
         replica.last_exit_code = await exited
         self._set_ready(replica, False)
 
