@@ -384,7 +384,7 @@ def test_a_request_held_at_zero_gets_503_after_the_endpoints_hold_timeout(
     response = httpx.post(
         f"{status(ebbtide_home)['url']}/v2/models/no-such-model/infer", json={}, timeout=30
     )
-    assert response.status_code == 503
+    assert response.status_code == 503, response.text
     assert "Retry-After" in response.headers
     assert "none became ready within 1 s" in response.json()["error"]
     assert response.elapsed.total_seconds() < 5  # the endpoint's 1 s, not the gateway's 30 s
