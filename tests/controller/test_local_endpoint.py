@@ -375,14 +375,14 @@ def test_a_request_held_at_zero_gets_503_after_the_endpoints_hold_timeout(
 ) -> None:
     endpoint = seed(
         tmp_path,
-        spec__model__name="no-such-model",
+        spec__model__name="never-added-model",
         spec__autoscaling__minReplicas=0,
         spec__autoscaling__scaleToZero={"holdTimeoutSeconds": 1},
     )
     ebbtide("apply", "-f", str(endpoint))
     wait_for(lambda: status(ebbtide_home).get("url") is not None, 30, "the endpoint's URL")
     response = httpx.post(
-        f"{status(ebbtide_home)['url']}/v2/models/no-such-model/infer", json={}, timeout=30
+        f"{status(ebbtide_home)['url']}/v2/models/never-added-model/infer", json={}, timeout=30
     )
     assert response.status_code == 503, response.text
     assert "Retry-After" in response.headers
