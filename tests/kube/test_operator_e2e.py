@@ -28,6 +28,7 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 import yaml
+from testbed.cluster import Cluster
 
 from ebbtide.kube.admission import WEBHOOK_NAME, WebhookTarget, webhook_configuration
 from ebbtide.kube.crd import CRD_NAME, cel_supported, crd_manifest, parse_server_version
@@ -102,7 +103,7 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     here as a process), apart from the walkthrough's cluster, whose installed operator and
     webhook would otherwise answer for these endpoints too."""
     if os.geteuid() != 0 or shutil.which("unshare") is None:
-        pytest.skip("running the operator as a pod runs needs root and unshare (util-linux)")
+        pytest.fail("running the operator as a pod runs needs root and unshare (util-linux)")
     configured = os.environ.get(KUBECONFIG_VARIABLE)
     with pytest.MonkeyPatch.context() as patch:
         if configured:
@@ -112,12 +113,6 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
                 pytest.skip(reason)
             yield
             return
-        try:
-            from testbed.cluster import Cluster
-        except ImportError:
-            pytest.skip(
-                f"no testbed/ in this checkout to start a control plane; set {KUBECONFIG_VARIABLE}"
-            )
         own = Cluster(tmp_path_factory.mktemp("control-plane"))
         own.start(with_node=False)
         try:

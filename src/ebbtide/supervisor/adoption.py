@@ -16,10 +16,6 @@ watched through a pidfd, which becomes readable when it exits; its exit code is 
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import os
-import signal
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -29,6 +25,7 @@ from typing import Any, Protocol
 import psutil
 
 from ebbtide.core.processes import ProcessIdentity
+from ebbtide.supervisor.pidfd import PidfdProcess
 from ebbtide.supervisor.template import ReplicaTemplate
 
 REPLICA_ROLE = "replica"
@@ -104,22 +101,12 @@ def listens_on(identity: ProcessIdentity, port: int) -> bool:
     )
 
 
-class AdoptedProcess:
+class AdoptedProcess(PidfdProcess):
     """A replica process started by an earlier control plane, watched through a pidfd."""
 
     def __init__(self, identity: ProcessIdentity) -> None:
-        self.pid = identity.pid
         self.identity = identity
-        self.returncode: int | None = None
-        self._gone = asyncio.Event()
-        self._loop = asyncio.get_running_loop()
-        self._pidfd: int | None = None
-        try:
-            self._pidfd = identity.open()
-        except ProcessLookupError:
-            self._gone.set()
-        else:
-            self._loop.add_reader(self._pidfd, self._exited)
+        super().__init__(identity.pid, identity.open)
 
     async def wait(self) -> int:
         await self._gone.wait()
@@ -127,22 +114,3 @@ class AdoptedProcess:
             self.identity.reap()
             self.returncode = UNKNOWN_EXIT_CODE
         return self.returncode
-
-    def terminate(self) -> None:
-        self._send(signal.SIGTERM)
-
-    def kill(self) -> None:
-        self._send(signal.SIGKILL)
-
-    def _send(self, signum: int) -> None:
-        if self._pidfd is None:
-            raise ProcessLookupError(self.pid)
-        signal.pidfd_send_signal(self._pidfd, signum)
-
-    def _exited(self) -> None:
-        if self._pidfd is not None:
-            self._loop.remove_reader(self._pidfd)
-            with contextlib.suppress(OSError):
-                os.close(self._pidfd)
-            self._pidfd = None
-        self._gone.set()

@@ -36,6 +36,7 @@ from typing import Any
 
 from ebbtide.core.clock import SYSTEM_CLOCK, Clock
 from ebbtide.supervisor.launcher import SubprocessLauncher, model_arguments
+from ebbtide.supervisor.pidfd import PidfdProcess
 from ebbtide.supervisor.replicas import Launcher, ReplicaProcess
 from ebbtide.supervisor.template import ReplicaTemplate
 
@@ -88,27 +89,15 @@ class WarmStartUnavailableError(Exception):
         self.remember = remember
 
 
-class ForkedReplica:
-    """A replica forked by a warm process, watched through a pidfd since it is not our child."""
+class ForkedReplica(PidfdProcess):
+    """A replica forked by a warm process, watched through a pidfd since it is not our child;
+    its exit code comes in the warm process's report (one that exited before the pidfd opened
+    was reaped already: the report has its code)."""
 
     def __init__(self, pid: int, exit_report: asyncio.Future[int], report_timeout: float):
-        self.pid = pid
-        self.returncode: int | None = None
         self._report = exit_report
         self._report_timeout = report_timeout
-        self._gone = asyncio.Event()
-        self._loop = asyncio.get_running_loop()
-        self._pidfd: int | None = None
-        try:
-            self._pidfd = os.pidfd_open(pid)
-        except ProcessLookupError:
-            self._gone.set()  # exited and reaped already; the report has its code
-        else:
-            self._loop.add_reader(self._pidfd, self._exited)
-
-    @property
-    def running(self) -> bool:
-        return not self._gone.is_set()
+        super().__init__(pid, lambda: os.pidfd_open(pid))
 
     async def wait(self) -> int:
         """The exit code once the replica has exited (-N when killed by signal N)."""
@@ -120,24 +109,6 @@ class ForkedReplica:
                 code = UNKNOWN_EXIT_CODE
             self.returncode = code if self.returncode is None else self.returncode
         return self.returncode
-
-    def terminate(self) -> None:
-        self._send(signal.SIGTERM)
-
-    def kill(self) -> None:
-        self._send(signal.SIGKILL)
-
-    def _send(self, signum: int) -> None:
-        if self._pidfd is None:
-            raise ProcessLookupError(self.pid)
-        signal.pidfd_send_signal(self._pidfd, signum)
-
-    def _exited(self) -> None:
-        if self._pidfd is not None:
-            self._loop.remove_reader(self._pidfd)
-            os.close(self._pidfd)
-            self._pidfd = None
-        self._gone.set()
 
 
 class WarmProcess:
