@@ -43,6 +43,9 @@ NAMESPACE = "ebbtide-gateway-e2e"
 
 
 class Cluster(Walkthrough):
+    def get(self, kind: str, name: str = NAME, namespace: str = NAMESPACE) -> Any:
+        return super().get(kind, name, namespace)
+
     def scale(self, replicas: int) -> None:
         self.kubectl("scale", f"deployment/{NAME}", f"--replicas={replicas}")
 
@@ -218,9 +221,12 @@ def test_a_request_at_zero_is_held_wakes_the_demand_poll_and_answers(cluster: Cl
     cluster.scale(0)
     eventually(lambda: upstreams(gateway) == 0, "no upstream", seconds=120)
     answers: list[httpx.Response] = []
-    held = threading.Thread(
-        target=lambda: answers.append(infer(httpx.Client(timeout=60), gateway)), daemon=True
-    )
+
+    def send() -> None:
+        with httpx.Client(timeout=60) as client:
+            answers.append(infer(client, gateway))
+
+    held = threading.Thread(target=send, daemon=True)
     started = time.monotonic()
     held.start()
     poll = httpx.get(
