@@ -75,7 +75,8 @@ def test_changes_set_what_differs_and_remove_what_is_gone() -> None:
 def test_a_mirror_follows_watch_events_and_their_resource_versions() -> None:
     mirror = Mirror()
     mirror.replace({"metadata": {"resourceVersion": "5"}, "items": [endpoint()]})
-    assert mirror.resource_version == "5" and list(mirror.objects) == [("ml", "iris")]
+    assert mirror.resource_version == "5"
+    assert list(mirror.objects) == [("ml", "iris")]
     added = endpoint("b")
     added["metadata"]["resourceVersion"] = "7"
     assert mirror.apply({"type": "ADDED", "object": added})
