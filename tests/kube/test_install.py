@@ -5,7 +5,13 @@ from __future__ import annotations
 import kubernetes_validate
 import pytest
 
-from ebbtide.kube.install import OPERATOR_RULES, install_manifests
+from ebbtide.kube.install import (
+    GATEWAY_ADMIN_PORT,
+    GATEWAY_APP,
+    OPERATOR_RULES,
+    gateway_manifests,
+    install_manifests,
+)
 from ebbtide.kube.manifests import RenderOptions
 
 KUBERNETES = kubernetes_validate.utils.latest_version()
@@ -16,6 +22,11 @@ def test_every_object_validates() -> None:
     assert [o["kind"] for o in objects] == [
         "Namespace",
         "CustomResourceDefinition",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Deployment",
+        "Service",
         "ServiceAccount",
         "ClusterRole",
         "ClusterRoleBinding",
@@ -46,7 +57,11 @@ def test_operator_runs_in_the_given_namespace_with_its_account() -> None:
 
 def test_operator_tells_the_endpoints_which_image_and_claim_to_use() -> None:
     options = RenderOptions(image="registry.local/ebbtide:dev", models_claim="models")
-    deployment = next(o for o in install_manifests(options=options) if o["kind"] == "Deployment")
+    deployment = next(
+        o
+        for o in install_manifests(options=options)
+        if o["kind"] == "Deployment" and o["metadata"]["name"] == "ebbtide-operator"
+    )
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == "registry.local/ebbtide:dev"
     env = {item["name"]: item.get("value") for item in container["env"]}
@@ -130,3 +145,24 @@ def test_rbac_covers_what_the_operator_writes(group: str, resource: str) -> None
     }
     # get to observe, create+patch for server-side apply, delete, list+watch for kopf.
     assert verbs == {"get", "list", "watch", "create", "patch", "delete"}
+
+
+def test_the_gateway_reads_only_endpoints_and_runs_on_its_pod_ip() -> None:
+    objects = {o["kind"]: o for o in gateway_manifests("ebbtide-system", RenderOptions())}
+    rules = objects["ClusterRole"]["rules"]
+    assert {verb for rule in rules for verb in rule["verbs"]} == {"get", "list", "watch"}
+    assert {r for rule in rules for r in rule["resources"]} == {
+        "inferenceendpoints",
+        "endpoints",
+        "endpointslices",
+    }
+    deployment = objects["Deployment"]
+    assert deployment["metadata"]["name"] == GATEWAY_APP
+    assert deployment["spec"]["replicas"] == 2
+    pod = deployment["spec"]["template"]
+    assert pod["metadata"]["labels"]["app.kubernetes.io/name"] == GATEWAY_APP
+    container = pod["spec"]["containers"][0]
+    assert container["command"][:5] == ["ebbtide", "kube", "gateway", "--host", "$(POD_IP)"]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "admin"}
+    ports = {p["name"]: p["port"] for p in objects["Service"]["spec"]["ports"]}
+    assert ports == {"http": 80, "admin": GATEWAY_ADMIN_PORT}

@@ -1,4 +1,5 @@
-"""Kubernetes commands: `ebbtide render` and `ebbtide kube crd|install|operator|fetch-model`.
+"""Kubernetes commands: `ebbtide render` and `ebbtide kube crd|install|operator|gateway|
+fetch-model`.
 
 `render` and `kube crd` need no cluster and no `kube` extra; `kube install --apply` needs
 kubectl; `kube operator` needs the extra (kopf and the kubernetes client).
@@ -253,6 +254,45 @@ def operator(
             target = WebhookTarget.parse(webhook_service, webhook_url)
         config = OperatorConfig(options, namespaces or [], host, health_port, webhook_port, target)
         run_operator(config)
+
+
+@app.command("gateway")
+def gateway(
+    namespaces: Annotated[
+        list[str] | None,
+        typer.Option("-n", "--namespace", help="Route only these namespaces (default: all)."),
+    ] = None,
+    host: Annotated[str, typer.Option(help="Where both ports listen (in a pod: its IP).")] = (
+        "0.0.0.0"
+    ),
+    port: Annotated[int, typer.Option(help="The data port (inference requests).")] = 8080,
+    admin_port: Annotated[
+        int, typer.Option(help="/ebbtide/v1/traffic, /ebbtide/v1/demand, /healthz, /readyz.")
+    ] = 9091,
+    name: Annotated[
+        str | None, typer.Option(help="This gateway's name in its reports (the pod's name).")
+    ] = None,
+    drain_seconds: Annotated[
+        float, typer.Option(help="After SIGTERM, keep serving this long before draining.")
+    ] = 5.0,
+) -> None:
+    """Run the gateway in a cluster: routes from InferenceEndpoints and their Endpoints."""
+    import asyncio
+    import socket
+
+    from ebbtide.cli.main import guarded
+    from ebbtide.kube.gateway import GatewayConfig, serve
+
+    config = GatewayConfig(
+        host,
+        port,
+        admin_port,
+        tuple(namespaces or ()),
+        name or socket.gethostname(),
+        drain_seconds=drain_seconds,
+    )
+    with guarded():
+        asyncio.run(serve(config))
 
 
 @app.command("fetch-model")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, Protocol
 
 import httpx
@@ -160,6 +160,39 @@ class KubernetesCluster:
                 "`ebbtide kube crd | kubectl apply --server-side -f -`"
             )
         _json(response, f"discover {API_VERSION}")
+
+    async def list_collection(self, path: str) -> dict[str, Any]:
+        """A collection (`/api/v1/endpoints`, every namespace's), with its resourceVersion."""
+        return _json(await self._request("GET", path), f"list {path}")
+
+    async def watch_collection(
+        self, path: str, resource_version: str, timeout_seconds: int = 300
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The watch events (`{"type": ADDED|MODIFIED|DELETED|BOOKMARK|ERROR, "object": ...}`)
+        of a collection from `resource_version` on, until the server ends the watch (after
+        `timeout_seconds`). An `ERROR` event with code 410 means the version is too old: list
+        again. Raises `KubernetesError` when the server cannot be reached."""
+        params = {
+            "watch": "1",
+            "resourceVersion": resource_version,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(timeout_seconds),
+        }
+        headers = {**self._headers(), "Accept": "application/json"}
+        timeout = httpx.Timeout(REQUEST_TIMEOUT_SECONDS, read=timeout_seconds + 30.0)
+        try:
+            async with self._client.stream(
+                "GET", path, params=params, headers=headers, timeout=timeout
+            ) as response:
+                if not response.is_success:
+                    await response.aread()
+                    _json(response, f"watch {path}")
+                async for line in response.aiter_lines():
+                    if line.strip():
+                        event: dict[str, Any] = json.loads(line)
+                        yield event
+        except httpx.HTTPError as error:
+            raise KubernetesError(f"the watch of {path} broke: {error}") from error
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         headers = {**self._headers(), "Accept": "application/json", **kwargs.pop("headers", {})}

@@ -30,6 +30,14 @@ from ebbtide.spec.models import API_GROUP, PLURAL
 OPERATOR_NAME = "ebbtide-operator"
 DEFAULT_OPERATOR_NAMESPACE = "ebbtide-system"
 HEALTH_PORT = 8081
+GATEWAY_APP = "ebbtide-gateway"
+"""The gateway pods' `app.kubernetes.io/name` label, and its Deployment's and Service's name."""
+GATEWAY_ADMIN_PORT = 9091
+GATEWAY_DATA_PORT = 8080
+GATEWAY_SERVICE_PORT = 80
+GATEWAY_REPLICAS = 2
+"""Two, so that a gateway pod being replaced or lost never leaves the Service with none."""
+GATEWAY_DRAIN_SECONDS = 5
 PART_OF = {"app.kubernetes.io/part-of": "ebbtide"}
 
 _WRITE_CHILDREN = ["get", "list", "watch", "create", "patch", "delete"]
@@ -60,9 +68,11 @@ def install_manifests(
     options: RenderOptions | None = None,
     cel: bool = True,
 ) -> list[dict[str, Any]]:
-    """The objects to apply, in order: Namespace (unless `default`), CRD, ServiceAccount,
-    ClusterRole, ClusterRoleBinding, operator Deployment, the webhook's Service and its
-    ValidatingWebhookConfiguration (without its CA, which the operator writes). Without
+    """The objects to apply, in order: Namespace (unless `default`), CRD, the in-cluster
+    gateway's ServiceAccount, ClusterRole, binding, Deployment and Service, then the
+    operator's ServiceAccount, ClusterRole, ClusterRoleBinding, Deployment, the webhook's
+    Service and its ValidatingWebhookConfiguration (without its CA, which the operator
+    writes). Without
     `cel` the CRD leaves out its CEL rules, for servers older than 1.28."""
     options = options or RenderOptions()
     objects: list[dict[str, Any]] = []
@@ -75,6 +85,7 @@ def install_manifests(
             }
         )
     objects.append(crd_manifest(cel))
+    objects.extend(gateway_manifests(namespace, options))
     objects.extend(rbac_manifests(namespace))
     objects.append(operator_deployment(namespace, options))
     objects.append(webhook_service(namespace))
@@ -200,5 +211,151 @@ def operator_deployment(namespace: str, options: RenderOptions) -> dict[str, Any
                     "volumes": [{"name": "tmp", "emptyDir": {}}],
                 },
             },
+        },
+    }
+
+
+GATEWAY_RULES: list[dict[str, Any]] = [
+    {"apiGroups": [API_GROUP], "resources": [PLURAL], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": [""], "resources": ["endpoints"], "verbs": ["get", "list", "watch"]},
+    {
+        "apiGroups": ["discovery.k8s.io"],
+        "resources": ["endpointslices"],
+        "verbs": ["get", "list", "watch"],
+    },
+]
+
+
+def gateway_manifests(namespace: str, options: RenderOptions) -> list[dict[str, Any]]:
+    """The in-cluster gateway: ServiceAccount, a read-only ClusterRole (InferenceEndpoints and
+    Endpoints, list and watch), its binding, the Deployment and the Service (port 80)."""
+    labels = {"app.kubernetes.io/name": GATEWAY_APP, **PART_OF}
+    account = {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {"name": GATEWAY_APP, "namespace": namespace, "labels": dict(labels)},
+    }
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": GATEWAY_APP, "labels": dict(labels)},
+        "rules": [dict(rule) for rule in GATEWAY_RULES],
+    }
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": GATEWAY_APP, "labels": dict(labels)},
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": GATEWAY_APP,
+        },
+        "subjects": [{"kind": "ServiceAccount", "name": GATEWAY_APP, "namespace": namespace}],
+    }
+    return [
+        account,
+        role,
+        binding,
+        gateway_deployment(namespace, options),
+        gateway_service(namespace),
+    ]
+
+
+def gateway_deployment(namespace: str, options: RenderOptions) -> dict[str, Any]:
+    """`GATEWAY_REPLICAS` gateway pods, rolled one at a time with none unavailable; each
+    serves on its pod IP, data on 8080 and admin on 9091, ready once its routes are synced."""
+    labels = {"app.kubernetes.io/name": GATEWAY_APP, **PART_OF}
+    # The kubelet expands $(POD_IP) and $(POD_NAME).
+    command = ["ebbtide", "kube", "gateway", "--host", "$(POD_IP)"]
+    command += ["--port", str(GATEWAY_DATA_PORT), "--admin-port", str(GATEWAY_ADMIN_PORT)]
+    command += ["--name", "$(POD_NAME)", "--drain-seconds", str(GATEWAY_DRAIN_SECONDS)]
+    container = {
+        "name": "gateway",
+        "image": options.image,
+        "imagePullPolicy": options.image_pull_policy,
+        "command": command,
+        "env": [
+            {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "EBBTIDE_HOME", "value": "/tmp/ebbtide"},
+        ],
+        "ports": [
+            {"name": "http", "containerPort": GATEWAY_DATA_PORT, "protocol": "TCP"},
+            {"name": "admin", "containerPort": GATEWAY_ADMIN_PORT, "protocol": "TCP"},
+        ],
+        "readinessProbe": {
+            "httpGet": {"path": "/readyz", "port": "admin"},
+            "periodSeconds": 2,
+            "timeoutSeconds": 2,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": "/healthz", "port": "admin"},
+            "initialDelaySeconds": 10,
+            "periodSeconds": 20,
+            "timeoutSeconds": 5,
+        },
+        "resources": {
+            "requests": {"cpu": "250m", "memory": "128Mi"},
+            "limits": {"cpu": "2", "memory": "512Mi"},
+        },
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": GATEWAY_APP, "namespace": namespace, "labels": dict(labels)},
+        "spec": {
+            "replicas": GATEWAY_REPLICAS,
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+            },
+            "selector": {"matchLabels": {"app.kubernetes.io/name": GATEWAY_APP}},
+            "template": {
+                "metadata": {"labels": dict(labels)},
+                "spec": {
+                    "serviceAccountName": GATEWAY_APP,
+                    "terminationGracePeriodSeconds": 45,
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "containers": [container],
+                    "volumes": [{"name": "tmp", "emptyDir": {}}],
+                },
+            },
+        },
+    }
+
+
+def gateway_service(namespace: str) -> dict[str, Any]:
+    """Where clients in the cluster send inference requests: port 80 to the gateway pods."""
+    labels = {"app.kubernetes.io/name": GATEWAY_APP, **PART_OF}
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": GATEWAY_APP, "namespace": namespace, "labels": labels},
+        "spec": {
+            "type": "ClusterIP",
+            "selector": {"app.kubernetes.io/name": GATEWAY_APP},
+            "ports": [
+                {
+                    "name": "http",
+                    "port": GATEWAY_SERVICE_PORT,
+                    "targetPort": "http",
+                    "protocol": "TCP",
+                },
+                {
+                    "name": "admin",
+                    "port": GATEWAY_ADMIN_PORT,
+                    "targetPort": "admin",
+                    "protocol": "TCP",
+                },
+            ],
         },
     }

@@ -44,8 +44,9 @@ REPOSITORY_PATH = "/models"
 CONTAINER_NAME = "model-server"
 READY_PATH = "/v2/health/ready"
 LIVE_PATH = "/v2/health/live"
-# The pause lets endpoints and kube-proxy forget the pod before SIGTERM; the rest of the grace
-# period is for requests already in flight.
+# The pause lets endpoints, kube-proxy and the ebbtide gateways (which drop a pod from rotation
+# as soon as their Endpoints watch shows it gone) forget the pod before SIGTERM; the rest of
+# the grace period is for requests already in flight.
 PRESTOP_PAUSE_SECONDS = 10
 TERMINATION_GRACE_SECONDS = 45
 DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
