@@ -425,8 +425,10 @@ def _autoscaler(
 
 def _ebbtide_notes(endpoint: InferenceEndpoint) -> tuple[str, ...]:
     why = endpoint.spec.autoscaling.needs_ebbtide()
-    chosen = "class ebbtide" if endpoint.spec.autoscaling.autoscaler_class else (
-        f"class unset, so ebbtide ({', '.join(why)} need{'s' if len(why) == 1 else ''} it)"
+    chosen = (
+        "class ebbtide"
+        if endpoint.spec.autoscaling.autoscaler_class
+        else (f"class unset, so ebbtide ({', '.join(why)} need{'s' if len(why) == 1 else ''} it)")
     )
     return (
         f"{endpoint.name}: {chosen}: no HorizontalPodAutoscaler; the operator runs ebbtide's "
