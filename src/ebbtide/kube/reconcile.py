@@ -262,13 +262,15 @@ def endpoint_status(
     status: dict[str, Any] = {
         "replicas": replicas,
         "readyReplicas": ready,
-        "desiredReplicas": int(source.get("desiredReplicas") or replicas),
+        "desiredReplicas": int(
+            replicas if source.get("desiredReplicas") is None else source["desiredReplicas"]
+        ),
         "currentMetrics": (
             list(previous.get("currentMetrics") or []) if ebbtide else _current_metrics(hpa_status)
         ),
     }
     ready_condition = _ready_condition(deployment, ready, replicas, problems)
-    conditions = [ready_condition, *_hpa_conditions(source)]
+    conditions = [ready_condition, *_hpa_conditions(source, ebbtide)]
     status["conditions"] = _with_transition_times(conditions, previous.get("conditions"), now)
     generation = body.get("metadata", {}).get("generation")
     if generation is not None:
@@ -300,10 +302,11 @@ def _ready_condition(
     return _condition("Ready", "False", "NoReplicaReady", f"0 of {replicas} replicas ready")
 
 
-def _hpa_conditions(hpa_status: Mapping[str, Any]) -> list[dict[str, Any]]:
+def _hpa_conditions(hpa_status: Mapping[str, Any], ebbtide: bool = False) -> list[dict[str, Any]]:
+    kinds = (*HPA_CONDITIONS, "ScaledToZero") if ebbtide else HPA_CONDITIONS
     conditions = []
     for condition in hpa_status.get("conditions") or []:
-        if condition.get("type") in HPA_CONDITIONS:
+        if condition.get("type") in kinds:
             conditions.append(
                 _condition(
                     condition["type"],
