@@ -231,7 +231,7 @@ def test_scale_to_zero_resolves_to_class_ebbtide_without_an_hpa() -> None:
     assert [o["kind"] for o in rendered.objects] == ["Deployment", "Service"]
     assert rendered.deployment["metadata"]["labels"][AUTOSCALER_LABEL] == "ebbtide"
     assert "replicas" not in rendered.deployment["spec"]
-    assert any("class unset, so ebbtide (minReplicas needs it)" in n for n in rendered.notes)
+    assert any("class unset, so ebbtide (minReplicas 0 needs it)" in n for n in rendered.notes)
 
 
 def test_a_concurrency_target_resolves_to_class_ebbtide() -> None:

@@ -83,7 +83,7 @@ def test_class_hpa_with_a_concurrency_target_is_refused_naming_the_field_and_fix
         validate_document(document)
     text = "\n".join(raised.value.problems)
     assert "spec.autoscaling.class" in text
-    assert "minReplicas" in text
+    assert "minReplicas 0" in text
     assert "metrics[0].pods (concurrency)" in text
     assert "set class: ebbtide" in text
 

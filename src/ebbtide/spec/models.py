@@ -338,7 +338,7 @@ class Autoscaling(Frozen):
         """The fields set that a HorizontalPodAutoscaler cannot honour, as field paths."""
         found = []
         if self.min_replicas == 0:
-            found.append("minReplicas")
+            found.append("minReplicas 0")
         for index, metric in enumerate(self.metrics or ()):
             if metric.pods is not None:
                 found.append(f"metrics[{index}].pods ({metric.pods.metric.name})")
