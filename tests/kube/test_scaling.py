@@ -234,3 +234,21 @@ def test_an_event_names_the_endpoint_as_involved_object() -> None:
         "uid": "uid-1",
     }
     assert event["metadata"]["generateName"] == "e."
+
+
+def test_moving_figures_alone_wait_for_the_quiet_period_a_rescale_does_not() -> None:
+    policy = policy_for(ebbtide_endpoint(), LOCAL)
+    book = TrafficBook().update([reading("a", 1.0, report(1, 1, 0.25))], ["a"])
+    seen = observation({"spec": {"replicas": 1}}, [pod("p0")], {}, book.traffic(KEY), 1.0, WALL)
+    decision = decide(seen, policy, State(), 1.0)
+    first = act(decision, explain(decision, policy), {}, False, WALL)
+    moved = {**first.status, "explanation": "holding 1 replica: concurrency 0.6 …"}
+    assert act(decision, explain(decision, policy), moved, False, WALL, quiet=True).status == {}
+    later = act(decision, explain(decision, policy), moved, False, WALL, quiet=False)
+    assert set(later.status) == {"explanation"}
+    busy = TrafficBook().update([reading("a", 1.0, report(20, 20, 5.0))], ["a"])
+    seen = observation({"spec": {"replicas": 1}}, [pod("p0")], {}, busy.traffic(KEY), 1.0, WALL)
+    rescale = decide(seen, policy, State(), 1.0)
+    writes = act(rescale, explain(rescale, policy), first.status, False, WALL, quiet=True)
+    assert writes.replicas is not None
+    assert writes.status["desiredReplicas"] == writes.replicas

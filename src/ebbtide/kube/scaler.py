@@ -29,6 +29,7 @@ from ebbtide.core.errors import KubernetesError
 from ebbtide.kube.manifests import HPA_V2
 from ebbtide.kube.reconcile import ObjectRef
 from ebbtide.kube.scaling import (
+    STATUS_QUIET_SECONDS,
     GatewayReading,
     Key,
     PodUsage,
@@ -77,6 +78,7 @@ class _Tracked:
     task: asyncio.Task[None] | None = None
     usage: dict[str, PodUsage] = field(default_factory=dict)
     usage_read: float | None = None
+    status_written: float | None = None
 
 
 class Scaler:
@@ -178,8 +180,17 @@ class Scaler:
             except (KubernetesError, httpx.HTTPError) as error:
                 logger.warning("%s/%s: scaling: %s", *key, error)
             tracked.wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(tracked.wake.wait(), tracked.policy.sync_period)
+            await self._until_tick_or_wake(tracked)
+
+    async def _until_tick_or_wake(self, tracked: _Tracked) -> None:
+        """The next sync period on the injected clock, or a demand wake-up, whichever first."""
+        tick = asyncio.ensure_future(self.clock.sleep(tracked.policy.sync_period))
+        woken = asyncio.ensure_future(tracked.wake.wait())
+        try:
+            await asyncio.wait({tick, woken}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in (tick, woken):
+                waiter.cancel()
 
     async def read_traffic(self) -> None:
         """Poll every gateway's counters into the book."""
@@ -222,7 +233,11 @@ class Scaler:
         hpa = await self.cluster.get(
             ObjectRef(self.hpa_api_version, "HorizontalPodAutoscaler", namespace, name)
         )
-        writes = act(decision, explanation, body.get("status"), hpa is not None, wall)
+        quiet = (
+            tracked.status_written is not None
+            and now - tracked.status_written < STATUS_QUIET_SECONDS
+        )
+        writes = act(decision, explanation, body.get("status"), hpa is not None, wall, quiet)
         if writes.replicas is not None:
             await self.cluster.scale(namespace, name, writes.replicas)
             logger.info(
@@ -235,6 +250,7 @@ class Scaler:
             )
         if writes.status:
             await self.cluster.patch_status(ObjectRef.endpoint(namespace, name), writes.status)
+            tracked.status_written = now
         for note in writes.events:
             await self.cluster.create_event(
                 event_manifest(namespace, name, tracked.uid, note, wall)

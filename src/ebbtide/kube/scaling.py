@@ -32,6 +32,10 @@ STALE_METRICS_SECONDS = 60.0
 """A PodMetrics sample older than this is left out: the pod counts as one without a CPU
 reading, which the policy treats as the HPA treats a pod with a missing metric."""
 EVENT_SOURCE = "ebbtide-operator"
+STATUS_QUIET_SECONDS = 1.0
+"""While only the figures move (currentMetrics, the explanation's numbers), the status is
+written at most this often: every write is a watch event the reconciler answers."""
+FIGURES = frozenset({"currentMetrics", "explanation"})
 
 
 # -- traffic: the gateways' reports, summed -------------------------------------------------
@@ -287,9 +291,12 @@ def act(
     previous_status: Mapping[str, Any] | None,
     hpa_present: bool,
     wall: datetime,
+    quiet: bool = False,
 ) -> Act:
     """Turn a decision into writes. While an HPA still owns the Deployment (a switch to class
-    ebbtide not yet reconciled) nothing is scaled: two scalers must never fight."""
+    ebbtide not yet reconciled) nothing is scaled: two scalers must never fight. `quiet`: the
+    status was written less than `STATUS_QUIET_SECONDS` ago, so a change of figures alone
+    waits; a rescale or a condition change is written at once."""
     previous = dict(previous_status or {})
     stamp = rfc3339(wall)
     if hpa_present:
@@ -309,6 +316,8 @@ def act(
         message = decision.event or f"New size: {decision.desired}"
         events = (EventNote("Normal", "SuccessfulRescale", message),)
     changed = {key: value for key, value in status.items() if previous.get(key) != value}
+    if quiet and changed.keys() <= FIGURES:
+        changed = {}
     return Act(decision.desired if rescale else None, changed, events)
 
 
