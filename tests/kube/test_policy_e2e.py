@@ -41,6 +41,7 @@ class StandInGateway:
 
     def __init__(self) -> None:
         self.reports: dict[str, EndpointReport] = {}
+        self.operator_log: Path | None = None
         self.waiting: dict[str, int] = {}
         self.changed = threading.Condition()
         gateway = self
@@ -242,6 +243,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StandInGateway
                 sys.executable, "-m", "ebbtide", "kube", "operator", "-n", NAMESPACE,
                 "--gateway-url", stand_in.url,
             ]  # fmt: skip
+            stand_in.operator_log = log_path
             with log_path.open("wb") as log:
                 process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
             yield stand_in
@@ -334,3 +336,18 @@ def test_switching_class_deletes_and_creates_the_hpa(gateway: StandInGateway) ->
     document["spec"]["autoscaling"]["class"] = "hpa"
     apply(document)
     eventually(lambda: get("hpa", "my-model-endpoint"), "the HPA back")
+
+
+def test_a_steady_endpoint_is_not_rewritten_every_decision(gateway: StandInGateway) -> None:
+    assert gateway.operator_log is not None
+
+    def writes() -> int:
+        assert gateway.operator_log is not None
+        text = gateway.operator_log.read_text()
+        return sum(1 for line in text.splitlines() if "PATCH" in line and "/busy/status" in line)
+
+    gateway.set("busy", in_flight=3)
+    time.sleep(3.0)  # let it settle
+    before = writes()
+    time.sleep(3.0)  # 12 decisions
+    assert writes() - before <= 4
