@@ -303,6 +303,7 @@ def test_a_class_ebbtide_endpoint_scales_up_within_a_second_of_load(
         lambda: "SuccessfulRescale" in (text := kubectl("describe", "ie", "busy")) and text,
         "the rescale event in kubectl describe",
     )
+    print(described)
     assert "Explanation:" in described
     assert "concurrency" in described
     # A later apply of the same endpoint leaves the scaler's count alone.
