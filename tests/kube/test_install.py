@@ -84,7 +84,10 @@ def test_rbac_is_least_privilege() -> None:
     assert granted[("mlops.example.com", "inferenceendpoints")] == {"get", "list", "watch"}
     assert granted[("mlops.example.com", "inferenceendpoints/status")] == {"get", "patch"}
     assert ("", "secrets") not in granted
-    assert ("", "pods") not in granted
+    # The scaling loop of class-ebbtide endpoints: pods and their metrics read, replicas set.
+    assert granted[("", "pods")] == {"get", "list"}
+    assert granted[("metrics.k8s.io", "pods")] == {"get", "list"}
+    assert granted[("apps", "deployments/scale")] == {"get", "patch"}
     assert ("apiextensions.k8s.io", "customresourcedefinitions") not in granted
     assert ("", "namespaces") not in granted
     # The webhook's CA: get and patch of the one configuration install creates, by name.

@@ -9,6 +9,7 @@ import pytest
 
 from ebbtide.core.errors import SpecError
 from ebbtide.kube.manifests import (
+    AUTOSCALER_LABEL,
     SPEC_HASH_ANNOTATION,
     RenderOptions,
     render,
@@ -198,7 +199,10 @@ def test_behavior_and_extra_metrics_pass_through() -> None:
         {"type": "Resource", "resource": {"name": "memory", "target": memory}},
         {"type": "Pods", "pods": concurrency},
     ]
-    rendered = render(endpoint(document))
+    # A Pods metric needs a custom metrics adapter with an HPA: only class hpa renders one.
+    document["spec"]["autoscaling"]["class"] = "hpa"
+    rendered = render(InferenceEndpoint.model_validate(document))
+    assert rendered.autoscaler is not None
     assert_valid(rendered.autoscaler)
     spec = rendered.autoscaler["spec"]
     assert spec["behavior"] == {
@@ -221,10 +225,36 @@ def test_no_target_at_all_defaults_to_80_percent_cpu_like_the_hpa() -> None:
     assert metric["resource"]["target"] == {"type": "Utilization", "averageUtilization": 80}
 
 
-def test_scale_to_zero_keeps_one_replica_and_says_why() -> None:
+def test_scale_to_zero_resolves_to_class_ebbtide_without_an_hpa() -> None:
     rendered = render(endpoint(seed_with("spec.autoscaling.minReplicas", 0)))
-    assert rendered.autoscaler["spec"]["minReplicas"] == 1
-    assert any("HPAScaleToZero" in note for note in rendered.notes)
+    assert rendered.autoscaler is None
+    assert [o["kind"] for o in rendered.objects] == ["Deployment", "Service"]
+    assert rendered.deployment["metadata"]["labels"][AUTOSCALER_LABEL] == "ebbtide"
+    assert "replicas" not in rendered.deployment["spec"]
+    assert any("class unset, so ebbtide (minReplicas 0 needs it)" in n for n in rendered.notes)
+
+
+def test_a_concurrency_target_resolves_to_class_ebbtide() -> None:
+    document = seed_with(
+        "spec.autoscaling.metrics",
+        [
+            {
+                "type": "Pods",
+                "pods": {
+                    "metric": {"name": "concurrency"},
+                    "target": {"type": "AverageValue", "averageValue": "2"},
+                },
+            }
+        ],
+    )
+    assert render(endpoint(document)).autoscaler is None
+
+
+def test_the_seed_stays_class_hpa_with_no_autoscaler_label() -> None:
+    rendered = render(endpoint())
+    assert rendered.autoscaler is not None
+    assert AUTOSCALER_LABEL not in rendered.deployment["metadata"]["labels"]
+    assert rendered.notes == ()
 
 
 def test_owner_reference_only_with_a_uid() -> None:

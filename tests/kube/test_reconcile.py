@@ -245,3 +245,49 @@ def test_drift_ignores_server_fields_and_compares_quantities_by_value() -> None:
     assert drift(desired, {"a": {"cpu": "2", "memory": "1Gi", "list": [{"x": 1}]}}) == [".a.cpu"]
     assert drift(desired, {"a": {"cpu": "1", "memory": "1Gi", "list": []}}) == [".a.list"]
     assert drift({"flag": True}, {"flag": 1}) == [".flag"]
+
+
+def test_switching_to_class_ebbtide_deletes_the_owned_hpa_and_relabels_the_deployment() -> None:
+    children = converged()
+    document = seed_with("spec.autoscaling.class", "ebbtide")
+    decision = plan(Observed("default", NAME, stored(document, 2), children), OPTIONS, NOW)
+    verbs = sorted((a.verb, a.ref.kind) for a in decision.actions)
+    assert verbs == [("apply", "Deployment"), ("delete", "HorizontalPodAutoscaler")]
+    deleted = [a for a in decision.actions if a.verb == "delete"]
+    assert "class ebbtide" in deleted[0].reason
+
+
+def test_class_ebbtide_status_keeps_what_the_scaling_loop_wrote() -> None:
+    document = seed_with("spec.autoscaling.class", "ebbtide")
+    children = converged(document)
+    assert "HorizontalPodAutoscaler" not in children
+    children["Deployment"]["status"] = {"replicas": 3, "readyReplicas": 3}
+    first = plan(Observed("default", NAME, stored(document), children), OPTIONS, NOW)
+    assert first.status is not None
+    scaler = {
+        "desiredReplicas": 4,
+        "currentMetrics": [{"name": "cpu", "averageUtilization": 90}],
+        "explanation": "scaling up from 3 to 4 replicas: cpu …",
+        "lastScaleTime": "2026-03-01T12:00:00Z",
+        "conditions": [
+            *first.status["conditions"],
+            {
+                "type": "AbleToScale",
+                "status": "True",
+                "reason": "SucceededRescale",
+                "message": "m",
+                "lastTransitionTime": "2026-03-01T12:00:00Z",
+            },
+            {
+                "type": "ScaledToZero",
+                "status": "False",
+                "reason": "NotScaledToZero",
+                "message": "m",
+                "lastTransitionTime": "2026-03-01T12:00:00Z",
+            },
+        ],
+    }
+    status = {**first.status, **scaler}
+    again = plan(Observed("default", NAME, stored(document, **status), children), OPTIONS, NOW)
+    assert again.status == status  # nothing to write: no fight with the scaling loop
+    assert not again.status_changed

@@ -238,11 +238,19 @@ def operator(
         ),
     ] = None,
     webhook_port: Annotated[int, typer.Option(help="The webhook's HTTPS port.")] = WEBHOOK_PORT,
+    gateway_url: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A gateway's admin URL (http://HOST:9091) to read class-ebbtide endpoints' "
+            "traffic from (repeatable); default: the gateway pods in ebbtide-system."
+        ),
+    ] = None,
     image: ImageOption = DEFAULT_IMAGE,
     models_claim: ClaimOption = DEFAULT_MODELS_CLAIM,
     storage_initializer: InitializerOption = DEFAULT_STORAGE_INITIALIZER,
 ) -> None:
-    """Run the operator: reconcile every InferenceEndpoint into its Deployment, Service and HPA."""
+    """Run the operator: reconcile every InferenceEndpoint into its Deployment, Service and
+    (class hpa) HPA, and scale class-ebbtide endpoints with ebbtide's policy."""
     from ebbtide.cli.main import guarded
     from ebbtide.kube.admission import WebhookTarget
     from ebbtide.kube.operator import OperatorConfig, run_operator
@@ -252,7 +260,9 @@ def operator(
         target = None
         if webhook_service is not None or webhook_url is not None:
             target = WebhookTarget.parse(webhook_service, webhook_url)
-        config = OperatorConfig(options, namespaces or [], host, health_port, webhook_port, target)
+        config = OperatorConfig(
+            options, namespaces or [], host, health_port, webhook_port, target, gateway_url or []
+        )
         run_operator(config)
 
 

@@ -22,6 +22,9 @@ from ebbtide.kube.reconcile import ObjectRef
 from ebbtide.spec.models import API_GROUP, API_VERSION, KIND, PLURAL
 
 FIELD_MANAGER = "ebbtide-operator"
+SCALE_FIELD_MANAGER = "ebbtide-autoscaler"
+"""The scaling loop writes replicas under a manager of its own, so the operator's applies
+(which never carry replicas) never own, and so never reset, the count."""
 PLURALS = {
     "Deployment": "deployments",
     "Service": "services",
@@ -136,6 +139,49 @@ class KubernetesCluster:
             headers={"Content-Type": "application/merge-patch+json"},
         )
         _json(response, f"update the status of {ref}")
+
+    async def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        """The pods matching a label selector."""
+        response = await self._request(
+            "GET", f"/api/v1/namespaces/{namespace}/pods", params={"labelSelector": selector}
+        )
+        items: list[dict[str, Any]] = _json(response, f"list pods {selector}").get("items") or []
+        return items
+
+    async def pod_metrics(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        """metrics.k8s.io PodMetrics of the matching pods; empty when no metrics API is
+        served (the policy then scales on the gateway's traffic alone)."""
+        response = await self._request(
+            "GET",
+            f"/apis/metrics.k8s.io/v1beta1/namespaces/{namespace}/pods",
+            params={"labelSelector": selector},
+        )
+        if response.status_code in (404, 503):
+            return []
+        items: list[dict[str, Any]] = _json(response, "read PodMetrics").get("items") or []
+        return items
+
+    async def scale(self, namespace: str, name: str, replicas: int) -> None:
+        """Set a Deployment's replicas through its scale subresource."""
+        response = await self._request(
+            "PATCH",
+            f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}/scale",
+            params={"fieldManager": SCALE_FIELD_MANAGER},
+            content=json.dumps({"spec": {"replicas": replicas}}),
+            headers={"Content-Type": "application/merge-patch+json"},
+        )
+        _json(response, f"scale deployment/{name} to {replicas}")
+
+    async def create_event(self, manifest: Mapping[str, Any]) -> None:
+        """Record a core/v1 Event."""
+        namespace = manifest["metadata"]["namespace"]
+        response = await self._request(
+            "POST",
+            f"/api/v1/namespaces/{namespace}/events",
+            content=json.dumps(manifest),
+            headers={"Content-Type": "application/json"},
+        )
+        _json(response, "record an event")
 
     async def served_versions(self, group: str) -> list[str]:
         """The versions of an API group the server serves (`GET /apis/GROUP`, open to every

@@ -47,6 +47,10 @@ OPERATOR_RULES: list[dict[str, Any]] = [
     {"apiGroups": [API_GROUP], "resources": [f"{PLURAL}/finalizers"], "verbs": ["update"]},
     {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": _WRITE_CHILDREN},
     {"apiGroups": [""], "resources": ["services"], "verbs": _WRITE_CHILDREN},
+    # The scaling loop of class-ebbtide endpoints: pods and their metrics in, replicas out.
+    {"apiGroups": ["apps"], "resources": ["deployments/scale"], "verbs": ["get", "patch"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
+    {"apiGroups": ["metrics.k8s.io"], "resources": ["pods"], "verbs": ["get", "list"]},
     {
         "apiGroups": ["autoscaling"],
         "resources": ["horizontalpodautoscalers"],

@@ -1,4 +1,5 @@
-"""What one `InferenceEndpoint` becomes on Kubernetes: a Deployment, a Service and an HPA.
+"""What one `InferenceEndpoint` becomes on Kubernetes: a Deployment, a Service and, for class
+hpa, an HPA (class ebbtide has none: the operator's own scaling loop sets the replicas).
 
 `render` is pure: the same endpoint and options give the same three objects, byte for byte,
 so `ebbtide render` shows exactly what the operator applies. Each object carries a hash of
@@ -31,6 +32,9 @@ MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 ENDPOINT_LABEL = "mlops.example.com/endpoint"
 MODEL_VERSION_LABEL = "mlops.example.com/model-version"
 SPEC_HASH_ANNOTATION = "mlops.example.com/spec-hash"
+AUTOSCALER_LABEL = "ebbtide.dev/autoscaler"
+"""On the Deployment of a class-ebbtide endpoint, value `ebbtide`: the operator's scaling loop
+sets its replicas, and the in-cluster gateway holds requests for it at zero."""
 
 DEFAULT_IMAGE = f"ebbtide:{__version__}"
 DEFAULT_MODELS_CLAIM = "ebbtide-models"
@@ -100,25 +104,33 @@ class Rendered:
 
     deployment: dict[str, Any]
     service: dict[str, Any]
-    autoscaler: dict[str, Any]
+    autoscaler: dict[str, Any] | None
+    """The HorizontalPodAutoscaler; None for class ebbtide."""
     notes: tuple[str, ...] = ()
 
     @property
     def objects(self) -> tuple[dict[str, Any], ...]:
-        return (self.deployment, self.service, self.autoscaler)
+        found = (self.deployment, self.service, self.autoscaler)
+        return tuple(manifest for manifest in found if manifest is not None)
 
 
 def render(
     endpoint: InferenceEndpoint, options: RenderOptions | None = None, owner_uid: str | None = None
 ) -> Rendered:
-    """The Deployment, Service and HorizontalPodAutoscaler for `endpoint`. With `owner_uid` (the
-    endpoint's uid in a cluster) each carries an owner reference, so deleting the endpoint
-    deletes them. Raises `SpecError` for what cannot run on Kubernetes."""
+    """The Deployment, Service and (class hpa) HorizontalPodAutoscaler for `endpoint`. With
+    `owner_uid` (the endpoint's uid in a cluster) each carries an owner reference, so deleting
+    the endpoint deletes them. Raises `SpecError` for what cannot run on Kubernetes."""
     options = options or RenderOptions()
     _check_kubernetes_name(endpoint)
-    autoscaler, notes = _autoscaler(endpoint, options.hpa_api_version)
+    autoscaler: dict[str, Any] | None
+    if endpoint.spec.autoscaling.resolved_class() == "hpa":
+        autoscaler, notes = _autoscaler(endpoint, options.hpa_api_version)
+    else:
+        autoscaler, notes = None, _ebbtide_notes(endpoint)
     objects = (_deployment(endpoint, options), _service(endpoint), autoscaler)
     for manifest in objects:
+        if manifest is None:
+            continue
         metadata = manifest["metadata"]
         metadata["annotations"] = {}
         if owner_uid:
@@ -202,12 +214,17 @@ def _deployment(endpoint: InferenceEndpoint, options: RenderOptions) -> dict[str
         pod_spec["initContainers"] = init_containers
     pod_spec["containers"] = [_model_server(endpoint, options, mounts)]
     pod_spec["volumes"] = [*volumes, {"name": "tmp", "emptyDir": {}}]
-    # No spec.replicas: the HorizontalPodAutoscaler owns the count, and an applied replicas
-    # field would reset it on every reconcile.
+    # No spec.replicas: the HorizontalPodAutoscaler (class hpa) or the operator's scaling loop
+    # (class ebbtide, through the scale subresource under a field manager of its own) owns the
+    # count. Server-side apply only changes fields the applier's manager owns, so a manifest
+    # without replicas never resets the count the scaler set.
+    metadata = _metadata(endpoint)
+    if endpoint.spec.autoscaling.resolved_class() == "ebbtide":
+        metadata["labels"][AUTOSCALER_LABEL] = "ebbtide"
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _metadata(endpoint),
+        "metadata": metadata,
         "spec": {
             "selector": {"matchLabels": {"app": endpoint.name}},
             "revisionHistoryLimit": 5,
@@ -367,19 +384,22 @@ def _autoscaler(
 ) -> tuple[dict[str, Any], tuple[str, ...]]:
     autoscaling = endpoint.spec.autoscaling
     notes: list[str] = []
+    # Validation refuses class hpa with minReplicas 0 or a Pods metric, and an unset class
+    # resolves to ebbtide for them; these notes cover an endpoint built without validation.
     low = autoscaling.min_replicas
     if low == 0:
         low = 1
         notes.append(
-            f"{endpoint.name}: minReplicas 0 (scale to zero) needs the HPAScaleToZero feature "
-            "gate on Kubernetes; the HorizontalPodAutoscaler keeps at least 1 replica"
+            f"{endpoint.name}: class hpa with minReplicas 0: the HorizontalPodAutoscaler keeps "
+            "at least 1 replica (scale to zero needs class ebbtide)"
         )
     metrics = [_metric(metric) for metric in endpoint.scaling_metrics()]
     for metric in endpoint.scaling_metrics():
         if metric.pods is not None:
             notes.append(
-                f"{endpoint.name}: the Pods metric {metric.pods.metric.name!r} needs a custom "
-                "metrics adapter (e.g. prometheus-adapter) serving it per pod"
+                f"{endpoint.name}: class hpa with the Pods metric {metric.pods.metric.name!r}: "
+                "the HorizontalPodAutoscaler needs a custom metrics adapter serving it per pod "
+                "(class ebbtide reads it from the ebbtide gateway instead)"
             )
     spec: dict[str, Any] = {
         "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": endpoint.name},
@@ -402,6 +422,19 @@ def _autoscaler(
         "spec": spec,
     }
     return manifest, tuple(notes)
+
+
+def _ebbtide_notes(endpoint: InferenceEndpoint) -> tuple[str, ...]:
+    why = endpoint.spec.autoscaling.needs_ebbtide()
+    chosen = (
+        "class ebbtide"
+        if endpoint.spec.autoscaling.autoscaler_class
+        else (f"class unset, so ebbtide ({', '.join(why)} need{'s' if len(why) == 1 else ''} it)")
+    )
+    return (
+        f"{endpoint.name}: {chosen}: no HorizontalPodAutoscaler; the operator runs ebbtide's "
+        "policy and sets the Deployment's replicas through its scale subresource",
+    )
 
 
 def _without_tolerance(name: str, behavior: dict[str, Any]) -> list[str]:

@@ -7,6 +7,9 @@ the owning endpoint; the reconciler's own resync queues every endpoint now and t
 handler keeps state on the endpoint (no kopf annotations, no finalizers), so deleting an
 endpoint never waits for the operator, and a restart just starts over from the cluster's state.
 
+Class-ebbtide endpoints are scaled by the `Scaler` beside the reconciler: each pass tells it
+the endpoint, and it runs ebbtide's policy at the policy's sync period (`kube.scaler`).
+
 Beside the watches, the operator serves the validating admission webhook (`kube.webhook`) and
 its health endpoints, and finds at start, by discovery, which HPA API version the server has.
 
@@ -29,6 +32,7 @@ from ebbtide.kube.crd import VERSION
 from ebbtide.kube.manifests import ENDPOINT_LABEL, MANAGED_BY, MANAGED_BY_LABEL, RenderOptions
 from ebbtide.kube.reconcile import ObjectRef
 from ebbtide.kube.reconciler import Reconciler
+from ebbtide.kube.scaler import Scaler
 from ebbtide.kube.webhook import HealthServer, WebhookServer, make_identity
 from ebbtide.spec.models import API_GROUP, PLURAL
 
@@ -61,6 +65,9 @@ class OperatorConfig:
     webhook_port: int = WEBHOOK_PORT
     webhook_target: WebhookTarget | None = None
     """Serve the validating webhook, and point its configuration here; no webhook when None."""
+    gateway_urls: Sequence[str] = ()
+    """The in-cluster gateways' admin URLs (http://HOST:9091) for class-ebbtide endpoints'
+    traffic and demand; empty: the gateway pods found in ebbtide-system."""
 
 
 def run_operator(config: OperatorConfig) -> None:
@@ -130,9 +137,14 @@ def build_registry(config: OperatorConfig) -> Any:
         except KubernetesError as error:
             # Exit (the Deployment restarts it with backoff) rather than retry forever inside.
             raise kopf.PermanentError(str(error)) from error
-        reconciler = Reconciler(cluster, config.options)
+        scaler = Scaler(
+            cluster, config.gateway_urls, hpa_api_version=config.options.hpa_api_version
+        )
+        state["scaler"] = scaler
+        reconciler = Reconciler(cluster, config.options, on_endpoint=scaler.track)
         state["reconciler"] = reconciler
         state["tasks"] += [
+            asyncio.create_task(scaler.run()),
             asyncio.create_task(reconciler.run()),
             asyncio.create_task(reconciler.resync_forever(RESYNC_SECONDS)),
         ]
@@ -166,6 +178,8 @@ def build_registry(config: OperatorConfig) -> Any:
             task.cancel()
         if "reconciler" in state:
             await state["reconciler"].stop()
+        if "scaler" in state:
+            await state["scaler"].stop()
         for server in reversed(state["servers"]):
             await server.stop()
         if "cluster" in state:

@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from ebbtide.core.errors import SpecError
 from ebbtide.kube.manifests import (
+    AUTOSCALER_LABEL,
     ENDPOINT_LABEL,
     HPA_V2,
     MANAGED_BY,
@@ -162,8 +163,16 @@ def plan(observed: Observed, options: RenderOptions, now: datetime) -> Plan:
         reason = _why_apply(desired, observed.children.get(desired["kind"]))
         if reason:
             actions.append(Action("apply", ObjectRef.of(desired), reason, desired))
+    hpa = observed.children.get("HorizontalPodAutoscaler")
+    if rendered.autoscaler is None and hpa is not None and _controlled_by(hpa, observed.name):
+        ref = ObjectRef(options.hpa_api_version, "HorizontalPodAutoscaler", *_key(observed))
+        actions.append(Action("delete", ref, "class ebbtide: ebbtide's policy scales the endpoint"))
     status = endpoint_status(observed, now)
     return Plan(tuple(actions), status, notes=rendered.notes, previous_status=previous)
+
+
+def _key(observed: Observed) -> tuple[str, str]:
+    return observed.namespace, observed.name
 
 
 def _deletions(observed: Observed, hpa_api_version: str) -> tuple[Action, ...]:
@@ -246,23 +255,38 @@ def endpoint_status(
     hpa_status = hpa.get("status") or {}
     replicas = int(deployment_status.get("replicas") or 0)
     ready = int(deployment_status.get("readyReplicas") or 0)
+    ebbtide = not hpa and _scaled_by_ebbtide(deployment)
+    # Class ebbtide: the scaling loop writes desiredReplicas, currentMetrics, the scaling
+    # conditions, the explanation and lastScaleTime; this pass keeps what it wrote.
+    source: Mapping[str, Any] = previous if ebbtide else hpa_status
     status: dict[str, Any] = {
         "replicas": replicas,
         "readyReplicas": ready,
-        "desiredReplicas": int(hpa_status.get("desiredReplicas") or replicas),
-        "currentMetrics": _current_metrics(hpa_status),
+        "desiredReplicas": int(
+            replicas if source.get("desiredReplicas") is None else source["desiredReplicas"]
+        ),
+        "currentMetrics": (
+            list(previous.get("currentMetrics") or []) if ebbtide else _current_metrics(hpa_status)
+        ),
     }
     ready_condition = _ready_condition(deployment, ready, replicas, problems)
-    conditions = [ready_condition, *_hpa_conditions(hpa_status)]
+    conditions = [ready_condition, *_hpa_conditions(source, ebbtide)]
     status["conditions"] = _with_transition_times(conditions, previous.get("conditions"), now)
     generation = body.get("metadata", {}).get("generation")
     if generation is not None:
         status["observedGeneration"] = generation
-    if hpa_status.get("lastScaleTime"):
-        status["lastScaleTime"] = hpa_status["lastScaleTime"]
+    if source.get("lastScaleTime"):
+        status["lastScaleTime"] = source["lastScaleTime"]
+    if ebbtide and previous.get("explanation"):
+        status["explanation"] = previous["explanation"]
     status["url"] = service_url(observed.name, observed.namespace)
     status["selector"] = f"app={observed.name}"
     return status
+
+
+def _scaled_by_ebbtide(deployment: Mapping[str, Any]) -> bool:
+    labels = deployment.get("metadata", {}).get("labels") or {}
+    return bool(labels.get(AUTOSCALER_LABEL) == "ebbtide")
 
 
 def _ready_condition(
@@ -278,10 +302,11 @@ def _ready_condition(
     return _condition("Ready", "False", "NoReplicaReady", f"0 of {replicas} replicas ready")
 
 
-def _hpa_conditions(hpa_status: Mapping[str, Any]) -> list[dict[str, Any]]:
+def _hpa_conditions(hpa_status: Mapping[str, Any], ebbtide: bool = False) -> list[dict[str, Any]]:
+    kinds = (*HPA_CONDITIONS, "ScaledToZero") if ebbtide else HPA_CONDITIONS
     conditions = []
     for condition in hpa_status.get("conditions") or []:
-        if condition.get("type") in HPA_CONDITIONS:
+        if condition.get("type") in kinds:
             conditions.append(
                 _condition(
                     condition["type"],

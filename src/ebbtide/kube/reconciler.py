@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from ebbtide.core.clock import SYSTEM_CLOCK, Clock
+from ebbtide.core.errors import SpecError
 from ebbtide.kube.cluster import Cluster
 from ebbtide.kube.manifests import RenderOptions
 from ebbtide.kube.reconcile import (
@@ -22,9 +24,11 @@ from ebbtide.kube.reconcile import (
     ObjectRef,
     Observed,
     child_refs,
+    endpoint_from_object,
     endpoint_status,
     plan,
 )
+from ebbtide.spec.models import InferenceEndpoint
 
 logger = logging.getLogger("ebbtide.kube")
 
@@ -56,6 +60,7 @@ class Reconciler:
         clock: Clock = SYSTEM_CLOCK,
         first_retry_seconds: float = 1.0,
         max_retry_seconds: float = 60.0,
+        on_endpoint: Callable[[Key, InferenceEndpoint | None, str | None], None] | None = None,
     ) -> None:
         self.cluster = cluster
         self.options = options or RenderOptions()
@@ -67,6 +72,10 @@ class Reconciler:
         self._failures: dict[Key, int] = {}
         self._known: set[Key] = set()
         self._retries: set[asyncio.Task[None]] = set()
+        self.on_endpoint = on_endpoint
+        """Told after each pass the endpoint as declared (None once deleted) and its uid: the
+        scaling loop of class-ebbtide endpoints follows it. An invalid spec tells nothing, so
+        the last good one keeps scaling."""
 
     def enqueue(self, namespace: str, name: str) -> None:
         """Ask for a pass over one endpoint; a key already waiting is not queued twice."""
@@ -135,7 +144,21 @@ class Reconciler:
             written = True
         if decision.problems:
             logger.warning("%s/%s: invalid spec: %s", namespace, name, decision.problems)
+        self._tell(namespace, name, observed)
         return Outcome((namespace, name), decision.actions, written, decision.problems)
+
+    def _tell(self, namespace: str, name: str, observed: Observed) -> None:
+        if self.on_endpoint is None:
+            return
+        body = observed.endpoint
+        if body is None or body.get("metadata", {}).get("deletionTimestamp"):
+            self.on_endpoint((namespace, name), None, None)
+            return
+        try:
+            endpoint = endpoint_from_object(body)
+        except SpecError:
+            return
+        self.on_endpoint((namespace, name), endpoint, body.get("metadata", {}).get("uid"))
 
     async def observe(self, namespace: str, name: str) -> Observed:
         """Read the endpoint and the three objects named after it."""

@@ -317,6 +317,38 @@ class Autoscaling(Frozen):
     prediction: Prediction | None = Field(
         default=None, description="Predictive scale-up; off unless enabled."
     )
+    autoscaler_class: Literal["hpa", "ebbtide"] | None = Field(
+        default=None,
+        alias="class",
+        description="Who scales the endpoint on Kubernetes (as Knative's "
+        "autoscaling.knative.dev/class): hpa, a HorizontalPodAutoscaler; ebbtide, ebbtide's "
+        "own policy run by the operator through the Deployment's scale subresource. Unset: hpa "
+        "when the HPA can do everything asked (only cpu/memory targets, minReplicas 1 or more, "
+        "no burst mode, no prediction, no scaleToZero), else ebbtide. Locally ebbtide's policy "
+        "always runs, whatever the class.",
+    )
+
+    def resolved_class(self) -> Literal["hpa", "ebbtide"]:
+        """The class in force: the one given, or what unset resolves to."""
+        if self.autoscaler_class is not None:
+            return self.autoscaler_class
+        return "ebbtide" if self.needs_ebbtide() else "hpa"
+
+    def needs_ebbtide(self) -> tuple[str, ...]:
+        """The fields set that a HorizontalPodAutoscaler cannot honour, as field paths."""
+        found = []
+        if self.min_replicas == 0:
+            found.append("minReplicas 0")
+        for index, metric in enumerate(self.metrics or ()):
+            if metric.pods is not None:
+                found.append(f"metrics[{index}].pods ({metric.pods.metric.name})")
+        if self.burst is not None and self.burst.enabled:
+            found.append("burst")
+        if self.prediction is not None and self.prediction.enabled:
+            found.append("prediction")
+        if self.scale_to_zero is not None:
+            found.append("scaleToZero")
+        return tuple(found)
 
 
 class ResourceList(Frozen):

@@ -319,6 +319,23 @@ def _check_bounds(checker: _Checker, path: FieldPath, autoscaling: Autoscaling) 
     percent = autoscaling.target_cpu_utilization_percentage
     if percent is not None:
         _check_target(checker, (*path, "targetCPUUtilizationPercentage"), percent)
+    _check_class(checker, path, autoscaling)
+
+
+def _check_class(checker: _Checker, path: FieldPath, autoscaling: Autoscaling) -> None:
+    """class hpa promises a HorizontalPodAutoscaler on Kubernetes: refuse what it cannot do."""
+    if autoscaling.autoscaler_class != "hpa":
+        return
+    unsupported = autoscaling.needs_ebbtide()
+    if unsupported:
+        checker.error(
+            (*path, "class"),
+            "class hpa scales with a HorizontalPodAutoscaler, which cannot honour "
+            f"{', '.join(unsupported)} (it keeps at least 1 replica, scales only on cpu and "
+            "memory without a custom metrics adapter, and has no burst mode or prediction)",
+            "set class: ebbtide (or leave class unset) to have ebbtide's own policy scale it, "
+            "or remove those fields",
+        )
 
 
 def _check_target(checker: _Checker, path: FieldPath, percent: int) -> None:
