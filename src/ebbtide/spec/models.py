@@ -279,6 +279,29 @@ class Prediction(Frozen):
     )
 
 
+class LatencyObjective(Frozen):
+    """A latency objective, as service-level objectives are written: "99% of requests answered
+    within 200 ms" is `{percentile: 99, latencyMilliseconds: 200}`. A percentile and a bound
+    rather than one `latencyP99Milliseconds` field, so p95 or p99.9 objectives need no new
+    field names. Latency is measured at the gateway, from arrival to the last byte of the
+    answer, queueing included."""
+
+    latency_milliseconds: float = Field(
+        alias="latencyMilliseconds",
+        gt=0,
+        le=100_000,
+        description="Answer this share of requests within this many milliseconds "
+        "(at most 100000, the gateway's largest latency bucket).",
+    )
+    percentile: float = Field(
+        default=99.0,
+        ge=50,
+        lt=100,
+        description="The share of requests, in percent, that must meet the latency: 99 means "
+        "the p99. Default 99.",
+    )
+
+
 class Autoscaling(Frozen):
     """Replica bounds and targets. The seed's simplified form (min_servers, max_servers,
     target_utilization as a fraction) is accepted and normalized to these fields."""
@@ -316,6 +339,11 @@ class Autoscaling(Frozen):
     )
     prediction: Prediction | None = Field(
         default=None, description="Predictive scale-up; off unless enabled."
+    )
+    objective: LatencyObjective | None = Field(
+        default=None,
+        description="A latency objective: the fewest replicas that keep this percentile of "
+        "latency under the bound, learned from the latencies the gateway measures.",
     )
 
 
