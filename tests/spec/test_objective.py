@@ -39,7 +39,9 @@ def test_objective_round_trips_in_the_manifest() -> None:
         ({"latencyMilliseconds": 200, "percentile": 10}, "percentile", "use 50.0 or more"),
     ],
 )
-def test_objective_errors_name_the_field_and_fix(value: dict[str, Any], field: str, fix: str) -> None:
+def test_objective_errors_name_the_field_and_fix(
+    value: dict[str, Any], field: str, fix: str
+) -> None:
     with pytest.raises(SpecError) as raised:
         validate_document(seed_with(PATH, value), "f.yaml")
     (problem,) = raised.value.problems
