@@ -4,9 +4,9 @@ import pytest
 
 from ebbtide.autoscaler.objective import (
     ObjectiveReason,
-    bucket_percentile,
     propose_for_objective,
 )
+from ebbtide.core.latency import bucket_percentile
 
 BOUNDS = (0.1, 0.2, 0.4, 0.8)
 
@@ -14,9 +14,9 @@ BOUNDS = (0.1, 0.2, 0.4, 0.8)
 def test_percentile_interpolates_inside_its_bucket() -> None:
     # 100 answers: 50 under 0.1 s, 50 between 0.2 s and 0.4 s. The p99 is the 99th answer,
     # 49 of 50 into the third bucket.
-    assert bucket_percentile((50, 0, 50, 0, 0), BOUNDS, 99) == pytest.approx(0.2 + 0.2 * 49 / 50)
-    assert bucket_percentile((0, 0, 0, 0, 10), BOUNDS, 99) == 0.8
-    assert bucket_percentile((0, 0, 0, 0, 0), BOUNDS, 99) is None
+    assert bucket_percentile((50, 0, 50, 0, 0), 99, BOUNDS) == pytest.approx(0.2 + 0.2 * 49 / 50)
+    assert bucket_percentile((0, 0, 0, 0, 10), 99, BOUNDS) == 0.8
+    assert bucket_percentile((0, 0, 0, 0, 0), 99, BOUNDS) is None
 
 
 def test_too_few_answers_ask_for_nothing() -> None:

@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 
+from ebbtide.core.latency import bucket_percentile
+
 MIN_ANSWERS = 100
 """Fewer answers in the window cannot place a p99: one slow answer in 20 is a p95, not news."""
 
@@ -45,26 +47,6 @@ class ObjectiveProposal:
     message: str
 
 
-def bucket_percentile(
-    counts: Sequence[int], bounds: Sequence[float], percent: float
-) -> float | None:
-    """A percentile of bucketed latencies, interpolated linearly inside its bucket; the
-    bucket above the last bound reads as the last bound."""
-    total = sum(counts)
-    if not total:
-        return None
-    rank = percent / 100 * total
-    seen = 0
-    for index, count in enumerate(counts):
-        if count and seen + count >= rank:
-            if index >= len(bounds):
-                return bounds[-1]
-            lower = bounds[index - 1] if index else 0.0
-            return lower + (bounds[index] - lower) * max(0.0, rank - seen) / count
-        seen += count
-    return bounds[-1]
-
-
 def propose_for_objective(
     counts: Sequence[int],
     bounds: Sequence[float],
@@ -84,7 +66,7 @@ def propose_for_objective(
             f"fewer than {MIN_ANSWERS} answers in the window: the {name} latency objective "
             "waits for more",
         )
-    observed = bucket_percentile(counts, bounds, percentile)
+    observed = bucket_percentile(counts, percentile, bounds)
     assert observed is not None
     seen = f"{observed * 1000:.3g} ms"
     if observed <= latency_seconds:
