@@ -22,6 +22,7 @@ from ebbtide.autoscaler.profiles import (
 from ebbtide.spec.models import (
     BurstMode,
     InferenceEndpoint,
+    LatencyObjective,
     MetricSpec,
     Prediction,
     ScaleToZero,
@@ -64,6 +65,15 @@ class MetricGoal:
 
 
 @dataclass(frozen=True)
+class Objective:
+    """A latency objective, resolved: this percentile of latency within this many seconds."""
+
+    percentile: float
+    latency: float
+    """Seconds."""
+
+
+@dataclass(frozen=True)
 class Policy:
     """Everything `decide` needs besides the observation, the state and the time."""
 
@@ -88,6 +98,8 @@ class Policy:
     release: ReleaseTiming | None = None
     """Scale-down timing from the measured replica start; None when the windows are fixed (the
     profile has none, or the spec sets the scale-down window)."""
+    objective: Objective | None = None
+    """The spec's latency objective; None when it sets none."""
 
     @property
     def history(self) -> float:
@@ -125,7 +137,14 @@ def policy_for(endpoint: InferenceEndpoint, profile: Profile = LOCAL) -> Policy:
         forecast=_forecast(profile, autoscaling.prediction),
         profile=profile.name,
         release=_release(profile, behavior.scale_down if behavior else None),
+        objective=_objective(autoscaling.objective),
     )
+
+
+def _objective(spec: LatencyObjective | None) -> Objective | None:
+    if spec is None:
+        return None
+    return Objective(percentile=spec.percentile, latency=spec.latency_milliseconds / 1000)
 
 
 def _release(profile: Profile, scale_down: ScalingRules | None) -> ReleaseTiming | None:

@@ -25,6 +25,8 @@ class Sample:
     in_flight_seconds: float | None
     cpu_seconds: Mapping[str, float]
     """Per replica name; never mutated after creation."""
+    latency_counts: tuple[int, ...] = ()
+    """The gateway's answers per latency bucket (counters); empty when not measured."""
 
     @classmethod
     def of(cls, observation: Observation, now: float) -> Sample:
@@ -36,6 +38,7 @@ class Sample:
             in_flight=traffic.in_flight if traffic else None,
             in_flight_seconds=traffic.in_flight_seconds if traffic else None,
             cpu_seconds=cpu,
+            latency_counts=traffic.latency_counts if traffic else (),
         )
 
 
@@ -105,3 +108,21 @@ def concurrency(samples: Sequence[Sample], window: float, slack: float) -> Rate 
         return Rate(integral / span, first.time, latest.time)
     readings = [s.in_flight for s in samples[index + 1 :] if s.in_flight is not None]
     return Rate(sum(readings) / len(readings), first.time, latest.time)
+
+
+def latency_counts(
+    samples: Sequence[Sample], window: float, slack: float
+) -> tuple[int, ...] | None:
+    """Answers per latency bucket over the window: the difference of two counter readings.
+    None without two readings that both carry buckets of one layout, or after the counters
+    went back (a gateway restart)."""
+    index = window_start(samples, window, slack)
+    if index is None:
+        return None
+    first, latest = samples[index].latency_counts, samples[-1].latency_counts
+    if not latest or len(first) != len(latest):
+        return None
+    counts = tuple(now - before for now, before in zip(latest, first, strict=True))
+    if any(count < 0 for count in counts):
+        return None
+    return counts
