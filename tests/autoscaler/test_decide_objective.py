@@ -130,3 +130,18 @@ def test_without_an_objective_there_is_no_step_and_no_condition() -> None:
     decision = two_readings(resolved, 2, counts(BUCKET_400MS, 100))
     assert decision.step("objective") is None
     assert decision.condition("ObjectiveMet") is None
+
+
+def test_the_window_reaches_back_to_older_readings_until_it_holds_enough_answers() -> None:
+    # Readings every 15 s with 60 answers each: the 15 s window holds 60, fewer than the 100
+    # a p99 needs, so it reaches back one more reading (120), never past the oldest kept.
+    resolved = objective_policy()
+    fleet = (pod("r0"),)
+    state = State()
+    for step in range(3):
+        answers = 60 * step
+        traffic = Traffic(0.0, answers, 0.0, counts(BUCKET_100MS, answers), 0.0)
+        state = decide(Observation(1, fleet, traffic), resolved, state, NOW + 15 * step).state
+    assert latency_counts(state.samples, 15.0, 7.5) == counts(BUCKET_100MS, 60)
+    assert latency_counts(state.samples, 15.0, 7.5, at_least=100) == counts(BUCKET_100MS, 120)
+    assert latency_counts(state.samples, 15.0, 7.5, at_least=500) == counts(BUCKET_100MS, 120)

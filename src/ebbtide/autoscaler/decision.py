@@ -31,7 +31,12 @@ from ebbtide.autoscaler.behavior import Step, limit_rate, stabilize
 from ebbtide.autoscaler.calculator import Proposal, Tolerances, propose, traffic_proposal
 from ebbtide.autoscaler.demand import estimate
 from ebbtide.autoscaler.forecast import forecast_replicas
-from ebbtide.autoscaler.objective import ObjectiveProposal, ObjectiveReason, propose_for_objective
+from ebbtide.autoscaler.objective import (
+    MIN_ANSWERS,
+    ObjectiveProposal,
+    ObjectiveReason,
+    propose_for_objective,
+)
 from ebbtide.autoscaler.observation import Observation
 from ebbtide.autoscaler.policy import Policy
 from ebbtide.autoscaler.profiles import DirectionRules
@@ -240,7 +245,8 @@ def _objective_step(
     """The latency objective over the stable window's answers, against the ready replicas."""
     if policy.objective is None:
         return None
-    counts = latency_counts(state.samples, policy.metric_window, policy.sync_period / 2) or ()
+    window, slack = policy.metric_window, policy.sync_period / 2
+    counts = latency_counts(state.samples, window, slack, MIN_ANSWERS) or ()
     ready = sum(1 for r in observation.replicas if r.ready and not r.terminating)
     return propose_for_objective(
         counts,

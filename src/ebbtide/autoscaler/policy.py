@@ -71,6 +71,9 @@ class Objective:
     percentile: float
     latency: float
     """Seconds."""
+    history: float = 30.0
+    """Seconds of answers the step may reach back over when the stable window holds too few
+    to place the percentile: 100 answers at 3.3 requests/s and above."""
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,8 @@ class Policy:
         longest = max(self.metric_window, self.burst.window if self.burst else 0.0)
         if self.forecast is not None:
             longest = max(longest, self.forecast.history)
+        if self.objective is not None:
+            longest = max(longest, self.objective.history)
         return longest + self.sync_period
 
     def with_bounds(self, min_replicas: int, max_replicas: int) -> Policy:

@@ -111,18 +111,29 @@ def concurrency(samples: Sequence[Sample], window: float, slack: float) -> Rate 
 
 
 def latency_counts(
-    samples: Sequence[Sample], window: float, slack: float
+    samples: Sequence[Sample], window: float, slack: float, at_least: int = 0
 ) -> tuple[int, ...] | None:
-    """Answers per latency bucket over the window: the difference of two counter readings.
+    """Answers per latency bucket over the window: the difference of two counter readings,
+    reaching back past the window to older readings the samples keep until it holds
+    `at_least` answers (a p99 needs about 100, more than a short window holds at low rates).
     None without two readings that both carry buckets of one layout, or after the counters
     went back (a gateway restart)."""
     index = window_start(samples, window, slack)
     if index is None:
         return None
-    first, latest = samples[index].latency_counts, samples[-1].latency_counts
+    latest = samples[-1].latency_counts
+    while index > 0 and _answers(samples[index], latest) < at_least:
+        index -= 1
+    first = samples[index].latency_counts
     if not latest or len(first) != len(latest):
         return None
     counts = tuple(now - before for now, before in zip(latest, first, strict=True))
     if any(count < 0 for count in counts):
         return None
     return counts
+
+
+def _answers(sample: Sample, latest: tuple[int, ...]) -> int:
+    if len(sample.latency_counts) != len(latest):
+        return 0
+    return sum(latest) - sum(sample.latency_counts)
