@@ -388,3 +388,60 @@ def test_a_request_held_at_zero_gets_503_after_the_endpoints_hold_timeout(
     assert "Retry-After" in response.headers
     assert "none became ready within 1 s" in response.json()["error"]
     assert response.elapsed.total_seconds() < 5  # the endpoint's 1 s, not the gateway's 30 s
+
+
+async def load_watching_objective(
+    home: Path, url: str, body: dict[str, Any], rate: float, seconds: float
+) -> tuple[list[int | str], dict[str, Any] | None, str]:
+    """Open-loop load for `seconds`; its outcomes, the first ObjectiveMet condition the status
+    showed with a verdict (True or False), and what `describe` printed then."""
+    seen: dict[str, Any] | None = None
+    described = ""
+
+    async def watcher() -> None:
+        nonlocal seen, described
+        while seen is None:
+            current = await asyncio.to_thread(status, home)
+            for condition in current.get("conditions", []):
+                if condition["type"] == "ObjectiveMet" and condition["status"] != "Unknown":
+                    seen = condition
+                    described = await asyncio.to_thread(ebbtide, "describe", "ie", NAME)
+            await asyncio.sleep(0.25)
+
+    watching = asyncio.create_task(watcher())
+    outcomes, _ = await open_loop(url, body, rate=rate, seconds=seconds, during=None)
+    await asyncio.sleep(0.5)
+    watching.cancel()
+    return outcomes, seen, described
+
+
+def test_an_endpoint_with_a_latency_objective_reports_whether_it_is_met(
+    plane: object, ebbtide_home: Path, tmp_path: Path
+) -> None:
+    # A generous objective the fast sample meets: the local window (2 s) needs 100 answers
+    # before it places a p99, so 80 requests/s for 6 s gives it several windows to judge.
+    endpoint = seed(
+        tmp_path, spec__autoscaling__objective={"percentile": 99, "latencyMilliseconds": 2000}
+    )
+    ebbtide("apply", "-f", str(endpoint))
+    wait_for(lambda: ready_count(ebbtide_home) == 1, 60, "the first replica")
+
+    def objective_condition() -> dict[str, Any] | None:
+        conditions = status(ebbtide_home).get("conditions", [])
+        return next((c for c in conditions if c["type"] == "ObjectiveMet"), None)
+
+    # Idle, the window holds too few answers to judge.
+    wait_for(lambda: objective_condition() is not None, 30, "an ObjectiveMet condition")
+    before = objective_condition()
+    assert before is not None
+    assert (before["status"], before["reason"]) == ("Unknown", "ObjectiveNoData"), before
+    body = request_body(ebbtide_home)
+    outcomes, seen, described = asyncio.run(
+        load_watching_objective(ebbtide_home, infer_url(ebbtide_home), body, 80, 6)
+    )
+    assert outcomes.count(200) == len(outcomes), set(outcomes)
+    assert seen is not None, "no ObjectiveMet verdict while 100+ answers a window arrived"
+    assert (seen["status"], seen["reason"]) == ("True", "ObjectiveMet"), seen
+    assert re.fullmatch(r"p99 latency [\d.]+ ms is within the objective 2000 ms", seen["message"])
+    assert "ObjectiveMet" in described
+    assert "is within the objective 2000 ms" in described

@@ -1,8 +1,7 @@
 import pytest
 
+from ebbtide.core.latency import COARSE_BOUNDS, LATENCY_BOUNDS
 from ebbtide.gateway.traffic import (
-    COARSE_BOUNDS,
-    LATENCY_BOUNDS,
     TrafficSnapshot,
     TrafficStats,
     percentile,

@@ -8,9 +8,10 @@ The steps are the HPA's (horizontal.go, reconcileAutoscaler), each recorded with
 3. stabilize: the most conservative recommendation of each direction's window;
 4. limit: the rate policies and the min/max clamp.
 
-ebbtide adds three steps, each recorded the same way: `burst` (a short window that scales up at
-once on a surge, `burst.py`), `forecast` (opt-in predictive scale-up, `forecast.py`) between
-2 and 3, and `zero` (scale to and from zero with `minReplicas: 0`, `zero.py`) after 4.
+ebbtide adds four steps, each recorded the same way: `burst` (a short window that scales up at
+once on a surge, `burst.py`), `forecast` (opt-in predictive scale-up, `forecast.py`) and
+`objective` (the replicas a latency objective asks for, `objective.py`) between 2 and 3, and
+`zero` (scale to and from zero with `minReplicas: 0`, `zero.py`) after 4.
 
 `Decision.conditions` are the HPA's status conditions (AbleToScale, ScalingActive,
 ScalingLimited) and `Decision.event` its event text, `New size: 3; reason: cpu resource
@@ -30,11 +31,18 @@ from ebbtide.autoscaler.behavior import Step, limit_rate, stabilize
 from ebbtide.autoscaler.calculator import Proposal, Tolerances, propose, traffic_proposal
 from ebbtide.autoscaler.demand import estimate
 from ebbtide.autoscaler.forecast import forecast_replicas
+from ebbtide.autoscaler.objective import (
+    MIN_ANSWERS,
+    ObjectiveProposal,
+    ObjectiveReason,
+    propose_for_objective,
+)
 from ebbtide.autoscaler.observation import Observation
 from ebbtide.autoscaler.policy import Policy
 from ebbtide.autoscaler.profiles import DirectionRules
 from ebbtide.autoscaler.state import State
-from ebbtide.autoscaler.windows import Sample, arrival_rate
+from ebbtide.autoscaler.windows import Sample, arrival_rate, latency_counts
+from ebbtide.core.latency import LATENCY_BOUNDS
 from ebbtide.spec.models import Condition, MetricStatus
 from ebbtide.spec.quantity import canonical
 
@@ -138,6 +146,8 @@ class _Aim:
     steps: tuple[Step, ...]
     scale_up: DirectionRules
     state: State
+    objective: ObjectiveProposal | None = None
+    """What the latency objective asked for, when the policy has one."""
 
 
 def _normalize(
@@ -205,9 +215,47 @@ def _normalize(
             limited.message,
         ),
         *_zero_condition(policy, desired),
+        *_objective_condition(aim.objective),
     )
     rescale = reason if desired != current else ""
     return Decision(desired, current, tuple(steps), state, conditions, proposals, rescale)
+
+
+_OBJECTIVE_STATUS: dict[ObjectiveReason, ConditionStatus] = {
+    ObjectiveReason.NO_DATA: "Unknown",
+    ObjectiveReason.MET: "True",
+    ObjectiveReason.MISSED: "False",
+    ObjectiveReason.UNMEETABLE_AT_MAX: "False",
+}
+
+
+def _objective_condition(objective: ObjectiveProposal | None) -> tuple[Condition, ...]:
+    """ObjectiveMet: True within the objective, False over it (reason
+    ObjectiveUnmeetableAtMaxReplicas when more replicas are not allowed), Unknown without
+    enough answers to tell."""
+    if objective is None:
+        return ()
+    status = _OBJECTIVE_STATUS[objective.reason]
+    return (_condition("ObjectiveMet", status, objective.reason.value, objective.message),)
+
+
+def _objective_step(
+    observation: Observation, policy: Policy, state: State
+) -> ObjectiveProposal | None:
+    """The latency objective over the stable window's answers, against the ready replicas."""
+    if policy.objective is None:
+        return None
+    window, slack = policy.metric_window, policy.sync_period / 2
+    counts = latency_counts(state.samples, window, slack, MIN_ANSWERS) or ()
+    ready = sum(1 for r in observation.replicas if r.ready and not r.terminating)
+    return propose_for_objective(
+        counts,
+        LATENCY_BOUNDS,
+        policy.objective.percentile,
+        policy.objective.latency,
+        ready or observation.current_replicas,
+        policy.max_replicas,
+    )
 
 
 def _aim(
@@ -248,7 +296,13 @@ def _aim(
                 f"predicted load: {forecast[1]:.3g} requests/s in {policy.forecast.horizon:g} s"
             )
             steps.append(Step("forecast", proposed, "PredictedLoad", reason))
-    return _Aim(proposed, record, in_burst, floor, reason, tuple(steps), scale_up, state)
+    objective = _objective_step(observation, policy, state)
+    if objective is not None:
+        if objective.replicas is not None and objective.replicas > proposed:
+            proposed = record = objective.replicas
+            reason = objective.message
+        steps.append(Step("objective", proposed, objective.reason.value, objective.message))
+    return _Aim(proposed, record, in_burst, floor, reason, tuple(steps), scale_up, state, objective)
 
 
 def _unlimited(rules: DirectionRules) -> DirectionRules:

@@ -131,6 +131,11 @@ def _extension(decision: Decision) -> str | None:
     forecast = decision.step("forecast")
     if forecast is not None and desired > current:
         return f"scaling up {current} → {desired} ahead of the {forecast.message}"
+    objective = decision.step("objective")
+    if objective is not None and objective.reason == "ObjectiveUnmeetableAtMaxReplicas":
+        return f"objective unmet at {current} replicas: {objective.message}"
+    if objective is not None and objective.reason == "ObjectiveMissed" and desired > current:
+        return f"scaling up {current} → {desired} for the latency objective: {objective.message}"
     return None
 
 

@@ -1,9 +1,9 @@
 """What the controller gathers before each decision: plain data, no clients, no clocks.
 
 Times are readings of the control plane's `Clock.now()` (monotonic seconds). Counters
-(`cpu_seconds`, `requests_total`, `in_flight_seconds`) only ever grow; the autoscaler keeps
-earlier readings in its state and turns differences into averages over its windows, so the
-caller never computes a rate.
+(`cpu_seconds`, `requests_total`, `in_flight_seconds`, `latency_counts`) only ever grow; the
+autoscaler keeps earlier readings in its state and turns differences into averages over its
+windows, so the caller never computes a rate.
 """
 
 from __future__ import annotations
@@ -46,6 +46,11 @@ class Traffic:
     in_flight_seconds: float | None = None
     """The integral of `in_flight` over time (a counter); None to average the sampled
     `in_flight` values instead."""
+    latency_counts: tuple[int, ...] = ()
+    """Answers per latency bucket of `ebbtide.core.latency.LATENCY_BOUNDS` since the gateway
+    started (counters, one more bucket above the last bound); empty when not measured."""
+    latency_sum: float | None = None
+    """Seconds of latency summed over those answers (a counter); None when not measured."""
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,8 @@ class Sample:
     in_flight_seconds: float | None
     cpu_seconds: Mapping[str, float]
     """Per replica name; never mutated after creation."""
+    latency_counts: tuple[int, ...] = ()
+    """The gateway's answers per latency bucket (counters); empty when not measured."""
 
     @classmethod
     def of(cls, observation: Observation, now: float) -> Sample:
@@ -36,6 +38,7 @@ class Sample:
             in_flight=traffic.in_flight if traffic else None,
             in_flight_seconds=traffic.in_flight_seconds if traffic else None,
             cpu_seconds=cpu,
+            latency_counts=traffic.latency_counts if traffic else (),
         )
 
 
@@ -105,3 +108,32 @@ def concurrency(samples: Sequence[Sample], window: float, slack: float) -> Rate 
         return Rate(integral / span, first.time, latest.time)
     readings = [s.in_flight for s in samples[index + 1 :] if s.in_flight is not None]
     return Rate(sum(readings) / len(readings), first.time, latest.time)
+
+
+def latency_counts(
+    samples: Sequence[Sample], window: float, slack: float, at_least: int = 0
+) -> tuple[int, ...] | None:
+    """Answers per latency bucket over the window: the difference of two counter readings,
+    reaching back past the window to older readings the samples keep until it holds
+    `at_least` answers (a p99 needs about 100, more than a short window holds at low rates).
+    None without two readings that both carry buckets of one layout, or after the counters
+    went back (a gateway restart)."""
+    index = window_start(samples, window, slack)
+    if index is None:
+        return None
+    latest = samples[-1].latency_counts
+    while index > 0 and _answers(samples[index], latest) < at_least:
+        index -= 1
+    first = samples[index].latency_counts
+    if not latest or len(first) != len(latest):
+        return None
+    counts = tuple(now - before for now, before in zip(latest, first, strict=True))
+    if any(count < 0 for count in counts):
+        return None
+    return counts
+
+
+def _answers(sample: Sample, latest: tuple[int, ...]) -> int:
+    if len(sample.latency_counts) != len(latest):
+        return 0
+    return sum(latest) - sum(sample.latency_counts)

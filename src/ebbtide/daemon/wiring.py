@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from ebbtide.autoscaler.observation import Traffic
 from ebbtide.core.clock import Clock
+from ebbtide.core.latency import LATENCY_BOUNDS
 from ebbtide.daemon.gateway_fleet import GatewayFleet
 from ebbtide.gateway import Route, Upstream
 from ebbtide.gateway.channel import RouteEntry
 from ebbtide.gateway.routes import parse_address
-from ebbtide.gateway.traffic import LATENCY_BOUNDS, TrafficSnapshot
+from ebbtide.gateway.traffic import TrafficSnapshot
 from ebbtide.spec import InferenceEndpoint
 from ebbtide.spec.models import DEFAULT_NAMESPACE
 from ebbtide.store import ObjectKey
@@ -52,6 +53,8 @@ class GatewayAdapter:
             in_flight=float(report.in_flight + report.queued),
             requests_total=report.arrivals,
             in_flight_seconds=report.concurrency_seconds,
+            latency_counts=tuple(report.latency_counts),
+            latency_sum=report.latency_sum,
         )
 
     def url(self, key: ObjectKey) -> str:

@@ -14,11 +14,12 @@ The controller drives a `Gateway` in-process (same event loop)::
 See docs/gateway.md for routing, queueing, holding at zero and retries.
 """
 
+from ebbtide.core.latency import LATENCY_BOUNDS
 from ebbtide.gateway.balancing import BalancingStrategy, PowerOfTwoChoices
 from ebbtide.gateway.gateway import DemandCallback, Gateway
 from ebbtide.gateway.routes import Route, Upstream
 from ebbtide.gateway.settings import GatewaySettings
-from ebbtide.gateway.traffic import LATENCY_BOUNDS, TrafficSnapshot, TrafficWindow
+from ebbtide.gateway.traffic import TrafficSnapshot, TrafficWindow
 
 __all__ = [
     "LATENCY_BOUNDS",

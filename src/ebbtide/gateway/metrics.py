@@ -17,8 +17,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from ebbtide.core.latency import COARSE_BOUNDS, LATENCY_BOUNDS
 from ebbtide.gateway.endpoint import EndpointState
-from ebbtide.gateway.traffic import COARSE_BOUNDS, LATENCY_BOUNDS
 
 LABELS = ["namespace", "endpoint"]
 

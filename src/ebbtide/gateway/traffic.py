@@ -13,19 +13,7 @@ from bisect import bisect_left
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-_STEPS = (1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0)
-LATENCY_BOUNDS: tuple[float, ...] = (
-    *(round(step * 10.0**exponent, 12) for exponent in range(-4, 2) for step in _STEPS),
-    100.0,
-)
-"""Upper bounds of the latency buckets in seconds; one more bucket holds everything above."""
-
-COARSE_BOUNDS: tuple[float, ...] = tuple(
-    bound
-    for index, bound in enumerate(LATENCY_BOUNDS)
-    if _STEPS[index % len(_STEPS)] in (1.0, 2.5, 5.0)
-)
-"""The 1-2.5-5 subset of the bounds that /metrics exports, to keep scrapes small."""
+from ebbtide.core.latency import LATENCY_BOUNDS, bucket_percentile
 
 
 class TrafficStats:
@@ -196,20 +184,5 @@ class TrafficSnapshot:
 
 
 def percentile(counts: tuple[int, ...] | list[int], percent: float) -> float | None:
-    """A percentile of bucketed latencies, interpolated linearly inside its bucket."""
-    if not 0 <= percent <= 100:
-        raise ValueError(f"a percentile is between 0 and 100, not {percent}")
-    total = sum(counts)
-    if not total:
-        return None
-    rank = percent / 100 * total
-    seen = 0
-    for index, count in enumerate(counts):
-        if count and seen + count >= rank:
-            if index == len(LATENCY_BOUNDS):
-                return LATENCY_BOUNDS[-1]
-            lower = LATENCY_BOUNDS[index - 1] if index else 0.0
-            upper = LATENCY_BOUNDS[index]
-            return lower + (upper - lower) * max(0.0, rank - seen) / count
-        seen += count
-    return LATENCY_BOUNDS[-1]
+    """A percentile of bucketed latencies over `LATENCY_BOUNDS` (`ebbtide.core.latency`)."""
+    return bucket_percentile(counts, percent)

@@ -12,9 +12,11 @@ from __future__ import annotations
 import heapq
 import math
 import random
+from bisect import bisect_left
 from collections import deque
 from dataclasses import dataclass
 
+from ebbtide.core.latency import LATENCY_BOUNDS
 from ebbtide.sim.platform import Platform
 from ebbtide.sim.view import ReplicaView, ScalingPolicy, View
 from ebbtide.sim.workload import Workload
@@ -106,6 +108,7 @@ class Simulation:
         self.requests_total = 0
         self.in_flight = 0
         self.in_flight_seconds = 0.0
+        self.latency_counts = [0] * (len(LATENCY_BOUNDS) + 1)
         self.in_flight_updated = 0.0
         self.desired = 0
         self.actions = 0
@@ -206,6 +209,7 @@ class Simulation:
     def _finish(self, request: int, now: float) -> None:
         latency = now - self.workload.arrivals[request]
         self.latencies[request] = latency if latency <= self.platform.timeout else TIMED_OUT
+        self.latency_counts[bisect_left(LATENCY_BOUNDS, latency)] += 1
         self.finished += 1
         self._count_in_flight(now, -1)
 
@@ -266,7 +270,12 @@ class Simulation:
             if r.stopped_at is None and not r.draining
         )
         return View(
-            self.desired, replicas, self.in_flight, self.requests_total, self.in_flight_seconds
+            self.desired,
+            replicas,
+            self.in_flight,
+            self.requests_total,
+            self.in_flight_seconds,
+            tuple(self.latency_counts),
         )
 
     def _scale(self, desired: int, now: float) -> None:

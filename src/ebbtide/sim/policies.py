@@ -40,7 +40,9 @@ class Autoscaler:
             )
             for r in view.replicas
         )
-        traffic = Traffic(view.in_flight, view.requests_total, view.in_flight_seconds)
+        traffic = Traffic(
+            view.in_flight, view.requests_total, view.in_flight_seconds, view.latency_counts
+        )
         decision = decide(
             Observation(view.desired, replicas, traffic), self.policy, self.state, now
         )

@@ -31,6 +31,9 @@ class View:
     requests_total: int
     in_flight_seconds: float
     """The integral of `in_flight` over time (a counter)."""
+    latency_counts: tuple[int, ...] = ()
+    """Completed requests per bucket of `ebbtide.core.latency.LATENCY_BOUNDS` (counters), as
+    the gateway counts them; empty when the simulation does not count them."""
 
     @property
     def ready(self) -> int:

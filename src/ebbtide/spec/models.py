@@ -279,6 +279,29 @@ class Prediction(Frozen):
     )
 
 
+class LatencyObjective(Frozen):
+    """A latency objective, as service-level objectives are written: "99% of requests answered
+    within 200 ms" is `{percentile: 99, latencyMilliseconds: 200}`. A percentile and a bound
+    rather than one `latencyP99Milliseconds` field, so p95 or p99.9 objectives need no new
+    field names. Latency is measured at the gateway, from arrival to the last byte of the
+    answer, queueing included."""
+
+    latency_milliseconds: float = Field(
+        alias="latencyMilliseconds",
+        gt=0,
+        le=100_000,
+        description="Answer this share of requests within this many milliseconds "
+        "(at most 100000, the gateway's largest latency bucket).",
+    )
+    percentile: float = Field(
+        default=99.0,
+        ge=50,
+        lt=100,
+        description="The share of requests, in percent, that must meet the latency: 99 means "
+        "the p99. Default 99.",
+    )
+
+
 class Autoscaling(Frozen):
     """Replica bounds and targets. The seed's simplified form (min_servers, max_servers,
     target_utilization as a fraction) is accepted and normalized to these fields."""
@@ -317,6 +340,11 @@ class Autoscaling(Frozen):
     prediction: Prediction | None = Field(
         default=None, description="Predictive scale-up; off unless enabled."
     )
+    objective: LatencyObjective | None = Field(
+        default=None,
+        description="A latency objective: the fewest replicas that keep this percentile of "
+        "latency under the bound, learned from the latencies the gateway measures.",
+    )
     autoscaler_class: Literal["hpa", "ebbtide"] | None = Field(
         default=None,
         alias="class",
@@ -324,8 +352,8 @@ class Autoscaling(Frozen):
         "autoscaling.knative.dev/class): hpa, a HorizontalPodAutoscaler; ebbtide, ebbtide's "
         "own policy run by the operator through the Deployment's scale subresource. Unset: hpa "
         "when the HPA can do everything asked (only cpu/memory targets, minReplicas 1 or more, "
-        "no burst mode, no prediction, no scaleToZero), else ebbtide. Locally ebbtide's policy "
-        "always runs, whatever the class.",
+        "no burst mode, no prediction, no scaleToZero, no latency objective), else ebbtide. "
+        "Locally ebbtide's policy always runs, whatever the class.",
     )
 
     def resolved_class(self) -> Literal["hpa", "ebbtide"]:
@@ -348,6 +376,8 @@ class Autoscaling(Frozen):
             found.append("prediction")
         if self.scale_to_zero is not None:
             found.append("scaleToZero")
+        if self.objective is not None:
+            found.append("objective")
         return tuple(found)
 
 

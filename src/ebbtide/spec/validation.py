@@ -67,6 +67,11 @@ class _Checker:
         self.add("warning", path, message, fix)
 
 
+MIN_OBJECTIVE_MILLISECONDS = 1.0
+"""Below a millisecond, the gateway's hop and the model server's parsing alone exceed the
+objective."""
+
+
 def validate_document(data: Any, source: str = "<input>") -> ValidatedEndpoint:
     """Validate one resource given as a plain dict (the API's entry point)."""
     return validate(Document(data, source))
@@ -292,6 +297,7 @@ def _check_semantics(checker: _Checker, endpoint: InferenceEndpoint) -> None:
     _check_bounds(checker, autoscaling_path, endpoint.spec.autoscaling)
     _check_resources(checker, endpoint)
     _check_metrics(checker, endpoint)
+    _check_objective(checker, autoscaling_path, endpoint.spec.autoscaling)
     uri = endpoint.spec.model.uri
     if uri is not None and not uri.startswith(URI_SCHEMES):
         checker.error(
@@ -335,6 +341,26 @@ def _check_class(checker: _Checker, path: FieldPath, autoscaling: Autoscaling) -
             "memory without a custom metrics adapter, and has no burst mode or prediction)",
             "set class: ebbtide (or leave class unset) to have ebbtide's own policy scale it, "
             "or remove those fields",
+        )
+
+
+def _check_objective(checker: _Checker, path: FieldPath, autoscaling: Autoscaling) -> None:
+    objective = autoscaling.objective
+    if objective is None:
+        return
+    if autoscaling.min_replicas == autoscaling.max_replicas:
+        checker.warn(
+            (*path, "objective"),
+            f"a latency objective with minReplicas equal to maxReplicas "
+            f"({autoscaling.max_replicas}) cannot add a replica to meet it",
+            "raise maxReplicas to the most replicas the objective may use",
+        )
+    if objective.latency_milliseconds < MIN_OBJECTIVE_MILLISECONDS:
+        checker.warn(
+            (*path, "objective", "latencyMilliseconds"),
+            f"a latency objective of {objective.latency_milliseconds:g} ms is below what the "
+            "gateway and a model server add to every request: no replica count can meet it",
+            f"set latencyMilliseconds to at least {MIN_OBJECTIVE_MILLISECONDS:g}",
         )
 
 

@@ -1,0 +1,147 @@
+"""`decide` with a latency objective: the objective step joins the others, at exact times."""
+
+from __future__ import annotations
+
+from ebbtide.autoscaler import (
+    KUBERNETES,
+    Decision,
+    Observation,
+    Policy,
+    State,
+    Traffic,
+    decide,
+    explain,
+)
+from ebbtide.autoscaler.windows import latency_counts
+from ebbtide.core.latency import LATENCY_BOUNDS
+from tests.autoscaler.builders import NOW, pod, pods_metric, policy
+
+BUCKET_400MS = LATENCY_BOUNDS.index(0.4)
+"""Answers between 300 ms and 400 ms."""
+BUCKET_100MS = LATENCY_BOUNDS.index(0.1)
+"""Answers between 80 ms and 100 ms."""
+
+
+def objective_policy(max_replicas: int = 10, latency_ms: float = 200) -> Policy:
+    return policy(
+        KUBERNETES,
+        max_replicas=max_replicas,
+        metrics=[pods_metric("concurrency", 2)],
+        objective={"percentile": 99, "latencyMilliseconds": latency_ms},
+    )
+
+
+def counts(bucket: int, answers: int) -> tuple[int, ...]:
+    buckets = [0] * (len(LATENCY_BOUNDS) + 1)
+    buckets[bucket] = answers
+    return tuple(buckets)
+
+
+def two_readings(resolved: Policy, replicas: int, answers: tuple[int, ...]) -> Decision:
+    """A reading at NOW - 15 with no answers yet, then one at NOW after `answers` and 15 s of
+    two requests in flight per replica (the concurrency target exactly: it asks for no change)."""
+    fleet = tuple(pod(f"r{i}") for i in range(replicas))
+    empty = tuple(0 for _ in answers)
+    first = Observation(replicas, fleet, Traffic(0.0, 0, 0.0, empty, 0.0))
+    state = decide(first, resolved, State(), NOW - 15).state
+    in_flight = 2.0 * replicas
+    traffic = Traffic(in_flight, 1500, in_flight * 15, answers, 0.0)
+    return decide(Observation(replicas, fleet, traffic), resolved, state, NOW)
+
+
+def test_the_policy_resolves_the_objective_in_seconds() -> None:
+    resolved = objective_policy(latency_ms=250)
+    assert resolved.objective is not None
+    assert (resolved.objective.percentile, resolved.objective.latency) == (99.0, 0.25)
+    assert policy(KUBERNETES, cpu_target=60).objective is None
+
+
+def test_the_window_takes_differences_of_the_latency_counters() -> None:
+    resolved = objective_policy()
+    fleet = (pod("r0"),)
+    state = State()
+    for when, answers in ((NOW - 15, 40), (NOW, 140)):
+        traffic = Traffic(0.0, answers, 0.0, counts(BUCKET_100MS, answers), 0.0)
+        state = decide(Observation(1, fleet, traffic), resolved, state, when).state
+    assert latency_counts(state.samples, 15.0, 7.5) == counts(BUCKET_100MS, 100)
+
+
+def test_a_missed_objective_raises_the_count_and_says_why() -> None:
+    # 100 answers in (300 ms, 400 ms]: p99 = 0.3 + 0.1 * 99/100 = 0.399 s against 0.2 s,
+    # so 2 ready replicas * 1.995 → 4. The concurrency target alone asks for 2.
+    decision = two_readings(objective_policy(), 2, counts(BUCKET_400MS, 100))
+    metrics, objective = decision.step("metrics"), decision.step("objective")
+    assert metrics is not None
+    assert metrics.replicas == 2
+    assert objective is not None
+    assert (objective.replicas, objective.reason) == (4, "ObjectiveMissed")
+    assert objective.message == "p99 latency 399 ms is over the objective 200 ms: 2 → 4"
+    assert decision.desired == 4
+    assert decision.rescale_reason == objective.message
+    met = decision.condition("ObjectiveMet")
+    assert met is not None
+    assert (met.status, met.reason) == ("False", "ObjectiveMissed")
+    assert explain(decision, objective_policy()) == (
+        "scaling up 2 → 4 for the latency objective: "
+        "p99 latency 399 ms is over the objective 200 ms: 2 → 4"
+    )
+
+
+def test_a_met_objective_leaves_the_count_to_the_other_targets() -> None:
+    # p99 = 0.08 + 0.02 * 99/100 = 0.0998 s, within 0.2 s.
+    decision = two_readings(objective_policy(), 2, counts(BUCKET_100MS, 100))
+    assert decision.desired == 2
+    objective = decision.step("objective")
+    assert objective is not None
+    assert (objective.replicas, objective.reason) == (2, "ObjectiveMet")
+    met = decision.condition("ObjectiveMet")
+    assert met is not None
+    assert (met.status, met.reason, met.message) == (
+        "True",
+        "ObjectiveMet",
+        "p99 latency 99.8 ms is within the objective 200 ms",
+    )
+
+
+def test_at_max_replicas_the_objective_is_unmeetable_and_the_condition_says_so() -> None:
+    resolved = objective_policy(max_replicas=2)
+    decision = two_readings(resolved, 2, counts(BUCKET_400MS, 100))
+    assert decision.desired == 2
+    met = decision.condition("ObjectiveMet")
+    assert met is not None
+    assert (met.status, met.reason) == ("False", "ObjectiveUnmeetableAtMaxReplicas")
+    assert met.message == (
+        "p99 latency 399 ms is over the objective 200 ms at maxReplicas (2): the objective "
+        "cannot be met; raise maxReplicas or the objective"
+    )
+    assert explain(decision, resolved) == f"objective unmet at 2 replicas: {met.message}"
+
+
+def test_too_few_answers_leave_the_objective_unknown() -> None:
+    decision = two_readings(objective_policy(), 2, counts(BUCKET_400MS, 99))
+    assert decision.desired == 2
+    met = decision.condition("ObjectiveMet")
+    assert met is not None
+    assert (met.status, met.reason) == ("Unknown", "ObjectiveNoData")
+
+
+def test_without_an_objective_there_is_no_step_and_no_condition() -> None:
+    resolved = policy(KUBERNETES, metrics=[pods_metric("concurrency", 2)])
+    decision = two_readings(resolved, 2, counts(BUCKET_400MS, 100))
+    assert decision.step("objective") is None
+    assert decision.condition("ObjectiveMet") is None
+
+
+def test_the_window_reaches_back_to_older_readings_until_it_holds_enough_answers() -> None:
+    # Readings every 15 s with 60 answers each: the 15 s window holds 60, fewer than the 100
+    # a p99 needs, so it reaches back one more reading (120), never past the oldest kept.
+    resolved = objective_policy()
+    fleet = (pod("r0"),)
+    state = State()
+    for step in range(3):
+        answers = 60 * step
+        traffic = Traffic(0.0, answers, 0.0, counts(BUCKET_100MS, answers), 0.0)
+        state = decide(Observation(1, fleet, traffic), resolved, state, NOW + 15 * step).state
+    assert latency_counts(state.samples, 15.0, 7.5) == counts(BUCKET_100MS, 60)
+    assert latency_counts(state.samples, 15.0, 7.5, at_least=100) == counts(BUCKET_100MS, 120)
+    assert latency_counts(state.samples, 15.0, 7.5, at_least=500) == counts(BUCKET_100MS, 120)
