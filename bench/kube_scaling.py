@@ -206,7 +206,8 @@ class Bench:
                 url = f"{base}/v2/models/{MODEL}/infer"
             else:
                 pod = ""
-                url = f"{gateway}/endpoints/{NAMESPACE}/{name}/v2/models/{MODEL}/infer"
+                # The gateway names an endpoint by its name alone (unique here).
+                url = f"{gateway}/endpoints/{name}/v2/models/{MODEL}/infer"
             try:
                 answer = client.post(
                     url, content=self.body, headers={"content-type": "application/json"}
