@@ -37,6 +37,8 @@ START_SECONDS = 90.0
 STOP_SECONDS = 20.0
 # Short enough that a test sees the real HPA controller act within seconds.
 HPA_SYNC_PERIOD = "5s"
+# Kubernetes' own default (--horizontal-pod-autoscaler-sync-period), for benchmarks.
+KUBERNETES_HPA_SYNC_PERIOD = "15s"
 
 
 def default_state_dir() -> Path:
@@ -111,8 +113,13 @@ class ClusterState:
 class Cluster:
     """Start and stop the test cluster kept in `state_dir`."""
 
-    def __init__(self, state_dir: Path | None = None) -> None:
+    def __init__(
+        self, state_dir: Path | None = None, hpa_sync_period: str = HPA_SYNC_PERIOD
+    ) -> None:
+        """`hpa_sync_period` is kube-controller-manager's HPA sync period (a Go duration):
+        short for tests, `KUBERNETES_HPA_SYNC_PERIOD` to measure the HPA as clusters run it."""
         self.state_dir = (state_dir or default_state_dir()).resolve()
+        self.hpa_sync_period = hpa_sync_period
         self.pki = self.state_dir / "pki"
         self.logs = self.state_dir / "logs"
         self.state: ClusterState | None = ClusterState.load(self.state_dir)
@@ -349,7 +356,7 @@ class Cluster:
                 # The token controller writes each service account's token secret with these.
                 f"--service-account-private-key-file={p / 'service-account.key'}",
                 f"--root-ca-file={p / 'ca.crt'}",
-                f"--horizontal-pod-autoscaler-sync-period={HPA_SYNC_PERIOD}",
+                f"--horizontal-pod-autoscaler-sync-period={self.hpa_sync_period}",
                 f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
             ],
         )

@@ -17,7 +17,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -29,8 +28,8 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from testbed import apps
 
-from ebbtide.kube.manifests import DEFAULT_IMAGE
 from tests.kube.conftest import KubeTarget
 from tests.spec.cases import INVALID_CASES, SEED
 
@@ -226,23 +225,7 @@ def walk(
     walk = Walkthrough(kube_target, kubeconfig, directory, directory / "inference_endpoint.yaml")
     walk.kubectl("create", "namespace", NAMESPACE)
     try:
-        install = subprocess.run(
-            [sys.executable, "-m", "ebbtide", "kube", "install", "--apply"],
-            capture_output=True,
-            text=True,
-            timeout=180,
-            check=False,
-            env={**os.environ, "KUBECONFIG": str(kubeconfig)},
-        )
-        assert install.returncode == 0, install.stdout + install.stderr
-        walk.kubectl(
-            "-n",
-            OPERATOR_NAMESPACE,
-            "rollout",
-            "status",
-            "deployment/ebbtide-operator",
-            "--timeout=120s",
-        )
+        apps.install(kubeconfig)
         load_models(walk)
         yield walk
     finally:
@@ -252,52 +235,7 @@ def walk(
 def load_models(walk: Walkthrough) -> None:
     """The model repository claim, filled by a Job in the ebbtide image: v1 the CPU-heavy
     sample (so load shows in CPU), v2 the fast one."""
-    claim = {
-        "apiVersion": "v1",
-        "kind": "PersistentVolumeClaim",
-        "metadata": {"name": "ebbtide-models"},
-        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
-    }
-    script = (
-        f"ebbtide model sample heavy --as {MODEL}:v1 --repository /models && "
-        f"ebbtide model sample fast --as {MODEL}:v2 --repository /models"
-    )
-    job = {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {"name": "models-loader"},
-        "spec": {
-            "backoffLimit": 0,
-            "template": {
-                "spec": {
-                    "restartPolicy": "Never",
-                    "containers": [
-                        {
-                            "name": "loader",
-                            "image": DEFAULT_IMAGE,
-                            "command": ["sh", "-c", script],
-                            "env": [{"name": "EBBTIDE_HOME", "value": "/tmp/ebbtide"}],
-                            "volumeMounts": [
-                                {"name": "models", "mountPath": "/models"},
-                                {"name": "tmp", "mountPath": "/tmp"},
-                            ],
-                        }
-                    ],
-                    "volumes": [
-                        {
-                            "name": "models",
-                            "persistentVolumeClaim": {"claimName": "ebbtide-models"},
-                        },
-                        {"name": "tmp", "emptyDir": {}},
-                    ],
-                }
-            },
-        },
-    }
-    walk.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all([claim, job]))
-    walk.kubectl(
-        "wait", "--for=condition=complete", "job/models-loader", "--timeout=180s", timeout=200
-    )
+    apps.load_models(walk.kubeconfig, (("heavy", f"{MODEL}:v1"), ("fast", f"{MODEL}:v2")))
 
 
 def test_kubectl_apply_of_the_seed_file_prints_created(walk: Walkthrough) -> None:
