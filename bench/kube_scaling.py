@@ -89,7 +89,21 @@ class Run:
     notes: list[str] = field(default_factory=list)
 
 
-def endpoint(name: str, autoscaler_class: str, version: str = "v1") -> dict[str, Any]:
+CONCURRENCY_TARGET = {
+    "type": "Pods",
+    "pods": {
+        "metric": {"name": "concurrency"},
+        "target": {"type": "AverageValue", "averageValue": "1"},
+    },
+}
+
+
+def endpoint(
+    name: str, autoscaler_class: str, version: str = "v1", ebbtide_target: str = "concurrency"
+) -> dict[str, Any]:
+    """The seed's shape on the bench model. Class ebbtide scales from zero, on requests in
+    flight (what it is for: the gateway reports them every decision) or, with
+    `ebbtide_target="cpu"`, on the HPA's own CPU target (read from metrics.k8s.io)."""
     autoscaling: dict[str, Any] = {
         "minReplicas": 0 if autoscaler_class == "ebbtide" else 1,
         "maxReplicas": MAX_REPLICAS,
@@ -99,6 +113,9 @@ def endpoint(name: str, autoscaler_class: str, version: str = "v1") -> dict[str,
     if autoscaler_class == "ebbtide":
         # Unset, the class is `hpa` for this spec (CPU target, minReplicas >= 1): the seed's.
         autoscaling["class"] = "ebbtide"
+        if ebbtide_target == "concurrency":
+            del autoscaling["targetCPUUtilizationPercentage"]
+            autoscaling["metrics"] = [CONCURRENCY_TARGET]
     return {
         "apiVersion": "mlops.example.com/v1",
         "kind": "InferenceEndpoint",
@@ -115,8 +132,11 @@ def endpoint(name: str, autoscaler_class: str, version: str = "v1") -> dict[str,
 
 
 class Bench:
-    def __init__(self, cluster: Cluster, kubeconfig: Path, direct: bool) -> None:
+    def __init__(
+        self, cluster: Cluster, kubeconfig: Path, direct: bool, ebbtide_target: str
+    ) -> None:
         self.cluster, self.kubeconfig, self.direct = cluster, kubeconfig, direct
+        self.ebbtide_target = ebbtide_target
         assert cluster.state is not None
         self.api = cluster.client(cluster.state)
         self.api_lock = threading.Lock()
@@ -165,7 +185,9 @@ class Bench:
             "apply",
             "-f",
             "-",
-            stdin=yaml.safe_dump(endpoint(name, autoscaler_class)),
+            stdin=yaml.safe_dump(
+                endpoint(name, autoscaler_class, ebbtide_target=self.ebbtide_target)
+            ),
         )
         deadline = time.monotonic() + 180
         while not self.upstreams(name):
@@ -260,7 +282,7 @@ class Bench:
         return record
 
     def rollout(self, name: str, autoscaler_class: str) -> None:
-        document = yaml.safe_dump(endpoint(name, autoscaler_class, version="v2"))
+        document = yaml.safe_dump(endpoint(name, autoscaler_class, "v2", self.ebbtide_target))
         apps.kubectl(self.kubeconfig, "apply", "-f", "-", stdin=document)
         time.sleep(2)
         apps.kubectl(
@@ -401,6 +423,12 @@ def main() -> int:
     )
     parser.add_argument("--classes", default="hpa,ebbtide")
     parser.add_argument(
+        "--ebbtide-target",
+        choices=["concurrency", "cpu"],
+        default="concurrency",
+        help="class ebbtide's target: requests in flight (1 per replica) or the HPA's 60%% CPU",
+    )
+    parser.add_argument(
         "--sync-period", type=float, default=15.0, help="the HPA's sync period, seconds"
     )
     parser.add_argument("--json", type=Path)
@@ -429,7 +457,7 @@ def main() -> int:
             apps.load_models(
                 kubeconfig, (("heavy", f"{MODEL}:v1"), ("heavy", f"{MODEL}:v2")), NAMESPACE
             )
-            bench = Bench(cluster, kubeconfig, args.direct)
+            bench = Bench(cluster, kubeconfig, args.direct, args.ebbtide_target)
             for index, autoscaler_class in enumerate(args.classes.split(",")):
                 name = f"bench-{autoscaler_class}"
                 try:

@@ -75,11 +75,19 @@ class Sandbox:
         self.path = NETNS_DIR / self.name
         self.host_end = f"{bridge_name(subnet)}p{last}"
 
+    @property
+    def mac(self) -> str:
+        """`eth0`'s MAC, derived from the address as the CNI bridge plugin derives it (0a:58 and
+        the four bytes): addresses are reused as soon as a pod is gone, and with a fresh MAC
+        every time, the other pods' neighbour entries for a reused address would point at the
+        old pod for up to half a minute, so connections to the new one would time out."""
+        return "0a:58:" + ":".join(f"{int(part):02x}" for part in self.address.split("."))
+
     def create(self) -> None:
         ip("netns", "add", self.name)
         try:
             ip("link", "add", self.host_end, "type", "veth", "peer", "name", "eth0",
-               "netns", self.name)  # fmt: skip
+               "address", self.mac, "netns", self.name)  # fmt: skip
             ip("link", "set", self.host_end, "master", bridge_name(self.subnet), "up")
             ip("-n", self.name, "address", "add", f"{self.address}/24", "dev", "eth0")
             ip("-n", self.name, "link", "set", "eth0", "up")
