@@ -215,7 +215,7 @@ class GatewayFleet:
         )
         previous = link.reports
         for key, report in previous.items():
-            link.base[key] = _added(link.base.get(key), counters_only(report))
+            link.base[key] = _added(link.base.get(key), report.counters_only())
         link.reports, link.sent, link.applied = {}, 0, 0
         reader, writer = await asyncio.open_unix_connection(sock=connection, limit=HELLO_LIMIT)
         link.writer = writer
@@ -419,49 +419,4 @@ def _handshake(path: Path, timeout: float) -> tuple[socket.socket, dict[str, Any
 
 
 def _added(earlier: EndpointReport | None, later: EndpointReport) -> EndpointReport:
-    """Counters of two gateway processes added up; gauges are the later one's plus any the
-    earlier still has (two workers) — for a dead process's base they are zeroed first."""
-    if earlier is None:
-        return later
-    in_flight = dict(earlier.upstream_in_flight)
-    for name, count in later.upstream_in_flight.items():
-        in_flight[name] = in_flight.get(name, 0) + count
-    return EndpointReport(
-        later.namespace,
-        later.endpoint,
-        in_flight=earlier.in_flight + later.in_flight,
-        queued=earlier.queued + later.queued,
-        upstreams=max(earlier.upstreams, later.upstreams),
-        upstream_in_flight=in_flight,
-        arrivals=earlier.arrivals + later.arrivals,
-        completions=earlier.completions + later.completions,
-        errors=earlier.errors + later.errors,
-        rejected=earlier.rejected + later.rejected,
-        retries=earlier.retries + later.retries,
-        concurrency_seconds=earlier.concurrency_seconds + later.concurrency_seconds,
-        latency_counts=_summed(earlier.latency_counts, later.latency_counts),
-        latency_sum=earlier.latency_sum + later.latency_sum,
-    )
-
-
-def _summed(earlier: tuple[int, ...], later: tuple[int, ...]) -> tuple[int, ...]:
-    """Two histograms' buckets added; an empty one (no answers reported) adds nothing."""
-    if not earlier or not later:
-        return earlier or later
-    return tuple(a + b for a, b in zip(earlier, later, strict=True))
-
-
-def counters_only(report: EndpointReport) -> EndpointReport:
-    """A dead process's report as a base: its counters, none of its gauges."""
-    return EndpointReport(
-        report.namespace,
-        report.endpoint,
-        arrivals=report.arrivals,
-        completions=report.completions,
-        errors=report.errors,
-        rejected=report.rejected,
-        retries=report.retries,
-        concurrency_seconds=report.concurrency_seconds,
-        latency_counts=report.latency_counts,
-        latency_sum=report.latency_sum,
-    )
+    return later if earlier is None else earlier.plus(later)

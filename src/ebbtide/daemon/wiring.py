@@ -47,15 +47,7 @@ class GatewayAdapter:
 
     def traffic(self, key: ObjectKey) -> Traffic | None:
         report = self.fleet.traffic((key.namespace, key.name))
-        if report is None:
-            return None
-        return Traffic(
-            in_flight=float(report.in_flight + report.queued),
-            requests_total=report.arrivals,
-            in_flight_seconds=report.concurrency_seconds,
-            latency_counts=tuple(report.latency_counts),
-            latency_sum=report.latency_sum,
-        )
+        return None if report is None else report.traffic()
 
     def url(self, key: ObjectKey) -> str:
         host, port = self.fleet.address

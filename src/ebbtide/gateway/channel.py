@@ -34,10 +34,13 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ebbtide.gateway.routes import Route, Upstream
 from ebbtide.gateway.traffic import TrafficSnapshot
+
+if TYPE_CHECKING:
+    from ebbtide.autoscaler.observation import Traffic
 
 PROTOCOL = 1
 REPORT_INTERVAL = 0.05
@@ -180,6 +183,65 @@ class EndpointReport:
             )
         except (KeyError, TypeError, ValueError) as error:
             raise ChannelError(f"not a traffic report: {error!r}") from None
+
+    def plus(self, later: EndpointReport) -> EndpointReport:
+        """This report's counters and `later`'s added up (two gateway processes, or a gone
+        process's base and its successor): gauges add too, `upstreams` is the larger."""
+        in_flight = dict(self.upstream_in_flight)
+        for name, count in later.upstream_in_flight.items():
+            in_flight[name] = in_flight.get(name, 0) + count
+        return EndpointReport(
+            later.namespace,
+            later.endpoint,
+            in_flight=self.in_flight + later.in_flight,
+            queued=self.queued + later.queued,
+            upstreams=max(self.upstreams, later.upstreams),
+            upstream_in_flight=in_flight,
+            arrivals=self.arrivals + later.arrivals,
+            completions=self.completions + later.completions,
+            errors=self.errors + later.errors,
+            rejected=self.rejected + later.rejected,
+            retries=self.retries + later.retries,
+            concurrency_seconds=self.concurrency_seconds + later.concurrency_seconds,
+            latency_counts=_summed(self.latency_counts, later.latency_counts),
+            latency_sum=self.latency_sum + later.latency_sum,
+        )
+
+    def traffic(self) -> Traffic:
+        """What the autoscaler reads of this report, for whichever control plane decides
+        (local or the operator)."""
+        # Imported here: the gateway process itself never decides, and its start stays lean.
+        from ebbtide.autoscaler.observation import Traffic
+
+        return Traffic(
+            in_flight=float(self.in_flight + self.queued),
+            requests_total=self.arrivals,
+            in_flight_seconds=self.concurrency_seconds,
+            latency_counts=tuple(self.latency_counts),
+            latency_sum=self.latency_sum,
+        )
+
+    def counters_only(self) -> EndpointReport:
+        """A gone process's report as a base: its counters, none of its gauges."""
+        return EndpointReport(
+            self.namespace,
+            self.endpoint,
+            arrivals=self.arrivals,
+            completions=self.completions,
+            errors=self.errors,
+            rejected=self.rejected,
+            retries=self.retries,
+            concurrency_seconds=self.concurrency_seconds,
+            latency_counts=self.latency_counts,
+            latency_sum=self.latency_sum,
+        )
+
+
+def _summed(earlier: tuple[int, ...], later: tuple[int, ...]) -> tuple[int, ...]:
+    """Two histograms' buckets added; an empty one (no answers reported) adds nothing."""
+    if not earlier or not later:
+        return earlier or later
+    return tuple(a + b for a, b in zip(earlier, later, strict=True))
 
 
 def traffic_message(applied: int, reports: Sequence[EndpointReport]) -> dict[str, Any]:

@@ -92,19 +92,13 @@ class TrafficBook:
             return None
         total = found[0]
         for part in found[1:]:
-            total = _added(total, part)
+            total = total.plus(part)
         return total
 
     def traffic(self, key: Key) -> Traffic | None:
         """`Traffic` as the local control plane builds it from the same report."""
         report = self.report(key)
-        if report is None:
-            return None
-        return Traffic(
-            in_flight=float(report.in_flight + report.queued),
-            requests_total=report.arrivals,
-            in_flight_seconds=report.concurrency_seconds,
-        )
+        return None if report is None else report.traffic()
 
 
 def _key(report: EndpointReport) -> Key:
@@ -115,46 +109,10 @@ def _into_base(
     base: dict[Key, EndpointReport], reading: GatewayReading
 ) -> dict[Key, EndpointReport]:
     for report in reading.reports:
-        counters = EndpointReport(
-            report.namespace,
-            report.endpoint,
-            arrivals=report.arrivals,
-            completions=report.completions,
-            errors=report.errors,
-            rejected=report.rejected,
-            retries=report.retries,
-            concurrency_seconds=report.concurrency_seconds,
-            latency_counts=report.latency_counts,
-            latency_sum=report.latency_sum,
-        )
+        counters = report.counters_only()
         earlier = base.get(_key(report))
-        base[_key(report)] = counters if earlier is None else _added(earlier, counters)
+        base[_key(report)] = counters if earlier is None else earlier.plus(counters)
     return base
-
-
-def _added(a: EndpointReport, b: EndpointReport) -> EndpointReport:
-    in_flight = dict(a.upstream_in_flight)
-    for name, count in b.upstream_in_flight.items():
-        in_flight[name] = in_flight.get(name, 0) + count
-    counts = a.latency_counts or b.latency_counts
-    if a.latency_counts and b.latency_counts:
-        counts = tuple(x + y for x, y in zip(a.latency_counts, b.latency_counts, strict=True))
-    return EndpointReport(
-        b.namespace,
-        b.endpoint,
-        in_flight=a.in_flight + b.in_flight,
-        queued=a.queued + b.queued,
-        upstreams=max(a.upstreams, b.upstreams),
-        upstream_in_flight=in_flight,
-        arrivals=a.arrivals + b.arrivals,
-        completions=a.completions + b.completions,
-        errors=a.errors + b.errors,
-        rejected=a.rejected + b.rejected,
-        retries=a.retries + b.retries,
-        concurrency_seconds=a.concurrency_seconds + b.concurrency_seconds,
-        latency_counts=counts,
-        latency_sum=a.latency_sum + b.latency_sum,
-    )
 
 
 def waiting_at_zero(answer: Mapping[str, Any]) -> tuple[Key, ...]:
