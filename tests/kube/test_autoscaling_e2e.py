@@ -12,27 +12,21 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import subprocess
-import sys
-import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
+from testbed import apps
 
 from ebbtide.kube.install import GATEWAY_APP, GATEWAY_DATA_PORT
 from tests.kube.conftest import KubeTarget
+from tests.kube.gateway_load import GatewayLoad
 from tests.kube.test_cluster_e2e import (
     MODEL,
     OPERATOR_NAMESPACE,
     Walkthrough,
-    digits,
     eventually,
-    infer_body,
     load_models,
 )
 from tests.spec.cases import SEED
@@ -52,6 +46,7 @@ class Cluster(Walkthrough):
         return int((deployment.get("spec") or {}).get("replicas") or 0)
 
     def gateway(self) -> str:
+        """The infer URL through a ready gateway pod, or "" while none is ready."""
         pods = self.kubectl(
             "get", "pods", "-n", OPERATOR_NAMESPACE, "-l",
             f"app.kubernetes.io/name={GATEWAY_APP}", "-o", "json",
@@ -59,7 +54,8 @@ class Cluster(Walkthrough):
         for pod in json.loads(pods)["items"]:
             conditions = {c["type"]: c["status"] for c in pod["status"].get("conditions", [])}
             if conditions.get("Ready") == "True" and not pod["metadata"].get("deletionTimestamp"):
-                return f"http://{pod['status']['podIP']}:{GATEWAY_DATA_PORT}"
+                address = f"http://{pod['status']['podIP']}:{GATEWAY_DATA_PORT}"
+                return f"{address}/endpoints/{NAME}/v2/models/{MODEL}/infer"
         return ""
 
 
@@ -87,53 +83,6 @@ def endpoint() -> dict[str, Any]:
     return document
 
 
-class Load:
-    """Threads sending inference requests through one gateway, counting every outcome."""
-
-    def __init__(self, url: str, threads: int, pause: float = 0.0) -> None:
-        rows, _ = digits(1)
-        self.url, self.threads, self.pause = url, threads, pause
-        self.body = json.dumps(infer_body(rows))
-        self.outcomes: Counter[str] = Counter()
-        self.failures: list[str] = []
-        self.lock = threading.Lock()
-        self.stopping = threading.Event()
-        self.workers: list[threading.Thread] = []
-
-    def __enter__(self) -> Load:
-        self.workers = [
-            threading.Thread(target=self._send, daemon=True) for _ in range(self.threads)
-        ]
-        for worker in self.workers:
-            worker.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.stopping.set()
-        for worker in self.workers:
-            worker.join(90)
-
-    def _send(self) -> None:
-        with httpx.Client(timeout=90.0) as client:
-            while not self.stopping.is_set():
-                try:
-                    response = client.post(
-                        f"{self.url}/endpoints/{NAME}/v2/models/{MODEL}/infer",
-                        content=self.body,
-                        headers={"Content-Type": "application/json"},
-                    )
-                    outcome = "ok" if response.status_code == 200 else str(response.status_code)
-                    detail = response.text[:200]
-                except httpx.HTTPError as error:
-                    outcome, detail = type(error).__name__, str(error)
-                with self.lock:
-                    self.outcomes[outcome] += 1
-                    if outcome != "ok" and len(self.failures) < 10:
-                        self.failures.append(f"{outcome}: {detail}")
-                if self.pause:
-                    self.stopping.wait(self.pause)
-
-
 @pytest.fixture(scope="module")
 def cluster(kube_target: KubeTarget, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     directory = tmp_path_factory.mktemp("autoscaling")
@@ -141,15 +90,11 @@ def cluster(kube_target: KubeTarget, tmp_path_factory: pytest.TempPathFactory) -
     cluster = Cluster(kube_target, kubeconfig, directory, directory / "endpoint.yaml")
     cluster.kubectl("create", "namespace", NAMESPACE)
     try:
-        install = subprocess.run(
-            [sys.executable, "-m", "ebbtide", "kube", "install", "--apply"],
-            capture_output=True, text=True, timeout=180, check=False,
-            env={**os.environ, "KUBECONFIG": str(kubeconfig)},
-        )  # fmt: skip
-        assert install.returncode == 0, install.stdout + install.stderr
-        for deployment in (GATEWAY_APP, "ebbtide-operator"):
+        apps.install(kubeconfig, wait_for=())
+        # An earlier module may have scaled these; this one needs both, as installed.
+        for deployment, replicas in ((GATEWAY_APP, 2), ("ebbtide-operator", 1)):
             cluster.kubectl("-n", OPERATOR_NAMESPACE, "scale", f"deployment/{deployment}",
-                            f"--replicas={2 if deployment == GATEWAY_APP else 1}")  # fmt: skip
+                            f"--replicas={replicas}")  # fmt: skip
             cluster.kubectl(
                 "-n", OPERATOR_NAMESPACE, "rollout", "status", f"deployment/{deployment}",
                 "--timeout=120s", timeout=150,
@@ -172,9 +117,9 @@ def test_a_class_ebbtide_endpoint_gets_no_hpa_and_rests_at_zero(cluster: Cluster
 def test_requests_at_zero_wake_the_operator_and_all_answer(cluster: Cluster) -> None:
     gateway = eventually(cluster.gateway, "a ready gateway pod")
     assert cluster.replicas() == 0
-    with Load(gateway, threads=4) as load:
-        eventually(lambda: load.outcomes["ok"] >= 20, "20 answers after the wake", seconds=120)
-    assert set(load.outcomes) == {"ok"}, (load.outcomes, load.failures)
+    with GatewayLoad(gateway, threads=4, pause=0, timeout=90) as load:
+        eventually(lambda: load.outcomes["200"] >= 20, "20 answers after the wake", seconds=120)
+    assert set(load.outcomes) == {"200"}, (load.outcomes, load.failures)
     events = cluster.kubectl("get", "events", "--field-selector", f"involvedObject.name={NAME}",
                              "-o", "json").stdout  # fmt: skip
     reasons = [e["reason"] for e in json.loads(events)["items"]]
@@ -185,7 +130,7 @@ def test_load_scales_it_up_and_idleness_back_to_zero_with_no_failed_request(
     cluster: Cluster,
 ) -> None:
     gateway = eventually(cluster.gateway, "a ready gateway pod")
-    with Load(gateway, threads=6) as load:
+    with GatewayLoad(gateway, threads=6, pause=0, timeout=90) as load:
         eventually(lambda: cluster.replicas() >= 2, "more replicas under load", seconds=60)
         eventually(
             lambda: (
@@ -194,7 +139,7 @@ def test_load_scales_it_up_and_idleness_back_to_zero_with_no_failed_request(
             "the added replica ready",
         )
         time.sleep(3)  # requests keep flowing across the added pod
-    assert set(load.outcomes) == {"ok"}, (load.outcomes, load.failures)
+    assert set(load.outcomes) == {"200"}, (load.outcomes, load.failures)
     described = cluster.kubectl("describe", "inferenceendpoint", NAME).stdout
     assert "SuccessfulRescale" in described
     eventually(lambda: cluster.replicas() == 0, "back to zero once idle", seconds=90)

@@ -92,21 +92,7 @@ class Walkthrough:
     def kubectl(
         self, *arguments: str, stdin: str | None = None, check: bool = True, timeout: float = 120
     ) -> subprocess.CompletedProcess[str]:
-        completed = subprocess.run(
-            ["kubectl", *arguments],
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env={**os.environ, "KUBECONFIG": str(self.kubeconfig)},
-            check=False,
-        )
-        if check and completed.returncode != 0:
-            raise AssertionError(
-                f"kubectl {' '.join(arguments)} exited {completed.returncode}: "
-                f"{completed.stderr.strip()}"
-            )
-        return completed
+        return apps.kubectl(self.kubeconfig, *arguments, stdin=stdin, check=check, timeout=timeout)
 
     def get(self, kind: str, name: str = NAME, namespace: str = NAMESPACE) -> Any:
         completed = self.kubectl("get", kind, name, "-n", namespace, "-o", "json", check=False)

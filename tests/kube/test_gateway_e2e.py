@@ -12,20 +12,18 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import subprocess
-import sys
 import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
+from testbed import apps
 
 from ebbtide.kube.install import GATEWAY_ADMIN_PORT, GATEWAY_APP
 from tests.kube.conftest import KubeTarget
+from tests.kube.gateway_load import GatewayLoad
 from tests.kube.test_cluster_e2e import (
     MODEL,
     OPERATOR_NAMESPACE,
@@ -91,16 +89,7 @@ def cluster(kube_target: KubeTarget, tmp_path_factory: pytest.TempPathFactory) -
     cluster = Cluster(kube_target, kubeconfig, directory, directory / "endpoint.yaml")
     cluster.kubectl("create", "namespace", NAMESPACE)
     try:
-        install = subprocess.run(
-            [sys.executable, "-m", "ebbtide", "kube", "install", "--apply"],
-            capture_output=True, text=True, timeout=180, check=False,
-            env={**os.environ, "KUBECONFIG": str(kubeconfig)},
-        )  # fmt: skip
-        assert install.returncode == 0, install.stdout + install.stderr
-        cluster.kubectl(
-            "-n", OPERATOR_NAMESPACE, "rollout", "status", f"deployment/{GATEWAY_APP}",
-            "--timeout=120s",
-        )  # fmt: skip
+        apps.install(kubeconfig, wait_for=(GATEWAY_APP,))
         load_models(cluster)
         document = copy.deepcopy(SEED)
         document["metadata"]["name"] = NAME
@@ -165,44 +154,12 @@ def test_routes_follow_kubectl_scale(cluster: Cluster) -> None:
     eventually(lambda: upstreams(gateway) == 1, "one upstream", seconds=120)
 
 
-class Load:
-    """`threads` clients sending inference requests to one gateway until stopped."""
-
-    def __init__(self, gateway: str, threads: int = 3) -> None:
-        self.gateway = gateway
-        self.outcomes: Counter[str] = Counter()
-        self.lock = threading.Lock()
-        self.stopping = threading.Event()
-        self.workers = [threading.Thread(target=self._send, daemon=True) for _ in range(threads)]
-
-    def __enter__(self) -> Load:
-        for worker in self.workers:
-            worker.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.stopping.set()
-        for worker in self.workers:
-            worker.join(60)
-
-    def _send(self) -> None:
-        with httpx.Client(timeout=60) as client:
-            while not self.stopping.is_set():
-                try:
-                    outcome = str(infer(client, self.gateway).status_code)
-                except httpx.HTTPError as error:
-                    outcome = type(error).__name__
-                with self.lock:
-                    self.outcomes[outcome] += 1
-                self.stopping.wait(0.02)
-
-
 def test_a_pod_deleted_under_load_fails_no_request_and_counters_match(cluster: Cluster) -> None:
     gateway = cluster.gateways()[0]
     cluster.scale(2)
     eventually(lambda: upstreams(gateway) == 2, "two upstreams", seconds=120)
     before = report(gateway)["endpoint"]
-    with Load(gateway) as load:
+    with GatewayLoad(f"http://{gateway}:8080/endpoints/{NAME}/v2/models/{MODEL}/infer") as load:
         time.sleep(2)
         victim = cluster.items("pods", f"app={NAME}")[0]["metadata"]["name"]
         cluster.kubectl("delete", "pod", victim, "--wait=true", timeout=120)

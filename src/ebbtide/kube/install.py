@@ -14,6 +14,7 @@ client. The rules name API groups, not versions, so they cover autoscaling/v2 an
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from ebbtide.kube.admission import (
@@ -120,27 +121,30 @@ def webhook_service(namespace: str) -> dict[str, Any]:
 
 def rbac_manifests(namespace: str) -> list[dict[str, Any]]:
     """The operator's ServiceAccount, ClusterRole and the binding between them."""
+    return service_account_with_role(OPERATOR_NAME, namespace, OPERATOR_RULES, PART_OF)
+
+
+def service_account_with_role(
+    name: str, namespace: str, rules: list[dict[str, Any]], labels: Mapping[str, str]
+) -> list[dict[str, Any]]:
+    """A ServiceAccount, a ClusterRole of `rules` and the binding between them, all `name`."""
     account = {
         "apiVersion": "v1",
         "kind": "ServiceAccount",
-        "metadata": {"name": OPERATOR_NAME, "namespace": namespace, "labels": dict(PART_OF)},
+        "metadata": {"name": name, "namespace": namespace, "labels": dict(labels)},
     }
     role = {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "ClusterRole",
-        "metadata": {"name": OPERATOR_NAME, "labels": dict(PART_OF)},
-        "rules": [dict(rule) for rule in OPERATOR_RULES],
+        "metadata": {"name": name, "labels": dict(labels)},
+        "rules": [dict(rule) for rule in rules],
     }
     binding = {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "ClusterRoleBinding",
-        "metadata": {"name": OPERATOR_NAME, "labels": dict(PART_OF)},
-        "roleRef": {
-            "apiGroup": "rbac.authorization.k8s.io",
-            "kind": "ClusterRole",
-            "name": OPERATOR_NAME,
-        },
-        "subjects": [{"kind": "ServiceAccount", "name": OPERATOR_NAME, "namespace": namespace}],
+        "metadata": {"name": name, "labels": dict(labels)},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
     }
     return [account, role, binding]
 
@@ -178,22 +182,12 @@ def operator_deployment(namespace: str, options: RenderOptions) -> dict[str, Any
             "periodSeconds": 5,
             "timeoutSeconds": 2,
         },
-        "livenessProbe": {
-            "httpGet": {"path": "/healthz", "port": "healthz"},
-            "initialDelaySeconds": 10,
-            "periodSeconds": 20,
-            "timeoutSeconds": 5,
-        },
+        "livenessProbe": _liveness_probe("healthz"),
         "resources": {
             "requests": {"cpu": "100m", "memory": "128Mi"},
             "limits": {"cpu": "500m", "memory": "256Mi"},
         },
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+        **_locked_down(),
     }
     return {
         "apiVersion": "apps/v1",
@@ -234,35 +228,32 @@ def gateway_manifests(namespace: str, options: RenderOptions) -> list[dict[str, 
     """The in-cluster gateway: ServiceAccount, a read-only ClusterRole (InferenceEndpoints and
     Endpoints, list and watch), its binding, the Deployment and the Service (port 80)."""
     labels = {"app.kubernetes.io/name": GATEWAY_APP, **PART_OF}
-    account = {
-        "apiVersion": "v1",
-        "kind": "ServiceAccount",
-        "metadata": {"name": GATEWAY_APP, "namespace": namespace, "labels": dict(labels)},
-    }
-    role = {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "ClusterRole",
-        "metadata": {"name": GATEWAY_APP, "labels": dict(labels)},
-        "rules": [dict(rule) for rule in GATEWAY_RULES],
-    }
-    binding = {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "ClusterRoleBinding",
-        "metadata": {"name": GATEWAY_APP, "labels": dict(labels)},
-        "roleRef": {
-            "apiGroup": "rbac.authorization.k8s.io",
-            "kind": "ClusterRole",
-            "name": GATEWAY_APP,
-        },
-        "subjects": [{"kind": "ServiceAccount", "name": GATEWAY_APP, "namespace": namespace}],
-    }
     return [
-        account,
-        role,
-        binding,
+        *service_account_with_role(GATEWAY_APP, namespace, GATEWAY_RULES, labels),
         gateway_deployment(namespace, options),
         gateway_service(namespace),
     ]
+
+
+def _liveness_probe(port: str) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": "/healthz", "port": port},
+        "initialDelaySeconds": 10,
+        "periodSeconds": 20,
+        "timeoutSeconds": 5,
+    }
+
+
+def _locked_down() -> dict[str, Any]:
+    """No privileges, a read-only root and a writable /tmp (an emptyDir named `tmp`)."""
+    return {
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
 
 
 def gateway_deployment(namespace: str, options: RenderOptions) -> dict[str, Any]:
@@ -292,22 +283,12 @@ def gateway_deployment(namespace: str, options: RenderOptions) -> dict[str, Any]
             "periodSeconds": 2,
             "timeoutSeconds": 2,
         },
-        "livenessProbe": {
-            "httpGet": {"path": "/healthz", "port": "admin"},
-            "initialDelaySeconds": 10,
-            "periodSeconds": 20,
-            "timeoutSeconds": 5,
-        },
+        "livenessProbe": _liveness_probe("admin"),
         "resources": {
             "requests": {"cpu": "250m", "memory": "128Mi"},
             "limits": {"cpu": "2", "memory": "512Mi"},
         },
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+        **_locked_down(),
     }
     return {
         "apiVersion": "apps/v1",
