@@ -21,6 +21,9 @@ from typing import Any
 
 ENVIRONMENT_BIN = Path(sys.executable).parent
 IMAGE_PROGRAMS = {"ebbtide": ENVIRONMENT_BIN / "ebbtide"}
+NODE_PROGRAM = (Path(__file__).resolve().parent.parent, Path(sys.prefix).resolve())
+"""What an `ebbtide:*` image runs from: the checkout (its sources, for an editable install)
+and the environment its program lives in. A pod's volume may not hide them."""
 # The image's default command, as its Dockerfile's CMD gives it.
 IMAGE_DEFAULT_COMMANDS = {"ebbtide": ["ebbtide", "--help"]}
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -177,19 +180,25 @@ class Mount:
 
 
 def namespace_argv(
-    mounts: list[Mount], stage: Path, working_dir: str, argv: list[str]
+    mounts: list[Mount],
+    stage: Path,
+    working_dir: str,
+    argv: list[str],
+    keep: tuple[Path, ...] = NODE_PROGRAM,
 ) -> list[str]:
     """`argv` run in a private mount namespace holding `mounts`; it keeps the pid that
     `unshare` starts with (each step execs the next), so signals reach the program itself.
 
     Every source is first bound under `stage` (outside all targets), then onto its target, so
-    a mount over, say, /tmp cannot hide a source that lives under /tmp."""
+    a mount over, say, /tmp cannot hide a source that lives under /tmp. The paths of `keep`
+    that a mount would hide (a checkout under /tmp, beneath an emptyDir at /tmp) are bound
+    back at their own paths last, so the image's program still runs."""
     for target in (mount.target for mount in mounts):
         if str(stage) == target or str(stage).startswith(target.rstrip("/") + "/"):
             raise ContainerError(
                 "CreateContainerConfigError", f"mountPath {target} would hide the node's {stage}"
             )
-    steps: list[str] = []
+    steps: list[str] = _stage_hidden(mounts, stage, keep)
     staged = []
     for index, mount in enumerate(mounts):
         source, place = shlex.quote(str(mount.source)), shlex.quote(str(stage / str(index)))
@@ -205,7 +214,29 @@ def namespace_argv(
         steps.append(f"mount --bind {place} {target}")
         if mount.read_only:
             steps.append(f"mount -o remount,bind,ro {target}")
+    steps += _restore_hidden(mounts, stage, keep)
     steps.append(f"cd {shlex.quote(working_dir)}")
     steps.append('exec "$@"')
     script = " && ".join(steps)
     return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script, "sh", *argv]
+
+
+def _hidden(mounts: list[Mount], keep: tuple[Path, ...]) -> list[Path]:
+    targets = [Path(mount.target) for mount in mounts]
+    return [path for path in keep if any(path.is_relative_to(target) for target in targets)]
+
+
+def _stage_hidden(mounts: list[Mount], stage: Path, keep: tuple[Path, ...]) -> list[str]:
+    steps = []
+    for index, path in enumerate(_hidden(mounts, keep)):
+        place = shlex.quote(str(stage / f"keep-{index}"))
+        steps += [f"mkdir -p {place}", f"mount --bind {shlex.quote(str(path))} {place}"]
+    return steps
+
+
+def _restore_hidden(mounts: list[Mount], stage: Path, keep: tuple[Path, ...]) -> list[str]:
+    steps = []
+    for index, path in enumerate(_hidden(mounts, keep)):
+        place, target = shlex.quote(str(stage / f"keep-{index}")), shlex.quote(str(path))
+        steps += [f"mkdir -p {target}", f"mount --bind {place} {target}"]
+    return steps
