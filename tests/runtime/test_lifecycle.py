@@ -1,5 +1,6 @@
-"""A replica's life: not ready while loading, load failures, unix sockets, serving after a
-fork from a warm parent, and a SIGTERM under load that loses no accepted request."""
+"""A replica's life: not ready while loading (an early request held until loaded), load
+failures, unix sockets, serving after a fork from a warm parent, and a SIGTERM under load that
+loses no accepted request."""
 
 from __future__ import annotations
 
@@ -25,19 +26,55 @@ pytestmark = pytest.mark.integration
 SLOW_BODY = {"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP64", "data": [1.5]}]}
 
 
-def test_not_ready_until_loaded(repository: ModelRepository, logs: Path) -> None:
+def test_not_ready_until_loaded_and_an_early_request_waits_for_the_model(
+    repository: ModelRepository, logs: Path
+) -> None:
     replica = Replica(repository.root, "slow", logs).start()
     try:
         replica.wait_live()
         ready = replica.get("/v2/health/ready")
         assert (ready.status_code, ready.json()) == (503, {"ready": False})
         assert replica.get("/v2/models/slow/ready").status_code == 503
+        # Sent while loading, held, and answered once the model is loaded.
         early = replica.post("/v2/models/slow/infer", json=SLOW_BODY)
-        assert early.status_code == 503
-        assert "not ready yet" in early.json()["error"]
+        assert (early.status_code, early.json()["outputs"][0]["data"]) == (200, [2.5])
+        assert replica.get("/v2/health/ready").status_code == 200
+    finally:
+        replica.stop()
+    assert replica.wait_exit() == 0
+
+
+def test_early_requests_past_the_load_wait_or_the_queue_get_503(
+    repository: ModelRepository, logs: Path
+) -> None:
+    replica = Replica(repository.root, "slow", logs, "--load-wait", "0.3", "--max-queue", "1")
+    replica.start()
+    try:
+        replica.wait_live()
+        answers: list[tuple[float, httpx.Response]] = []
+
+        def send() -> None:
+            sent = time.monotonic()
+            answer = replica.post("/v2/models/slow/infer", json=SLOW_BODY)
+            answers.append((time.monotonic() - sent, answer))
+
+        held = threading.Thread(target=send)
+        held.start()
+        time.sleep(0.1)
+        send()  # one is held already: the queue's bound refuses this one at once
+        held.join()
+        (refused_after, refused), (waited, timed_out) = answers
+        assert refused.status_code == 503
+        assert refused.headers["retry-after"] == "1"
+        assert "still loading and already holds --max-queue (1)" in refused.json()["error"]
+        assert refused_after < 0.25
+        assert timed_out.status_code == 503
+        assert waited >= 0.3
+        assert (
+            "not ready yet (still loading after 0.3 s (--load-wait))" in timed_out.json()["error"]
+        )
         replica.wait_ready()
-        answer = replica.post("/v2/models/slow/infer", json=SLOW_BODY)
-        assert answer.json()["outputs"][0]["data"] == [2.5]
+        assert replica.post("/v2/models/slow/infer", json=SLOW_BODY).status_code == 200
     finally:
         replica.stop()
     assert replica.wait_exit() == 0
@@ -50,6 +87,19 @@ def test_a_model_that_cannot_load_exits_with_the_reason(
     replica = Replica(repository.root, "broken", logs).start()
     assert replica.wait_exit(30) == 3
     assert "FileNotFoundError: weights.bin is missing" in replica.log()
+
+
+def test_a_request_held_for_a_model_that_then_fails_to_load_gets_the_reason(
+    repository: ModelRepository, logs: Path
+) -> None:
+    repository.add("broken-late", "v1", Path(__file__).parent / "models" / "broken_late.py")
+    replica = Replica(repository.root, "broken-late", logs).start()
+    replica.wait_live()
+    held = replica.post("/v2/models/broken-late/infer", json=SLOW_BODY)
+    assert held.status_code == 503
+    assert "cannot load broken-late:v1" in held.json()["error"]
+    assert "FileNotFoundError: weights.bin is missing" in held.json()["error"]
+    assert replica.wait_exit(30) == 3
 
 
 def test_an_unknown_model_exits_before_listening(repository: ModelRepository, logs: Path) -> None:

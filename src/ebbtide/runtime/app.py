@@ -17,7 +17,10 @@ to the process except a model that fails to load.
 
 Inference requests reach the model through a bounded queue in arrival order
 (`ebbtide.runtime.admission`); a slow model call runs in one worker thread so that the loop
-keeps reading requests meanwhile.
+keeps reading requests meanwhile. One that arrives while the model is still loading is held
+until it is loaded (`ServerSettings.load_wait_seconds`) rather than refused, as Knative's
+queue-proxy holds requests for a container that is starting: the health endpoints say
+not-ready meanwhile, and the request is answered the moment the model is.
 """
 
 from __future__ import annotations
@@ -116,6 +119,9 @@ class ModelServerApp:
             settings.max_queue, exclusive=model.blocking and settings.batching is None
         )
         self._worker: ThreadPoolExecutor | None = None
+        self._load_ended = asyncio.Event()
+        self._held = 0
+        """Inference requests waiting for the model to finish loading."""
         self._tasks: list[asyncio.Task[None]] = []
         self._routes = self._exact_routes()
 
@@ -167,6 +173,7 @@ class ModelServerApp:
             self._tasks.append(asyncio.create_task(self._load()))
 
     async def shutdown(self) -> None:
+        self._load_ended.set()  # a request still held for a load that will never end: 503
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -183,6 +190,7 @@ class ModelServerApp:
             await self.model.load()
         except Exception as error:
             self.load_error = error
+            self._load_ended.set()
             log.error("cannot serve %s: %s", self.model.location.reference, error)
             self.on_fatal(error)
             return
@@ -197,6 +205,7 @@ class ModelServerApp:
             )
             self.batcher = None
             self.queue.exclusive = self.model.blocking
+        self._load_ended.set()
         if not self.draining:
             self.metrics.ready.set(1)
         if self.timeline is None:
@@ -402,9 +411,7 @@ class ModelServerApp:
         parse: Callable[[bytes, Any, Sequence[str]], protocol.InferRequest],
     ) -> tuple[protocol.InferRequest, Arrays]:
         if not self.model.ready:
-            raise NotReadyError(
-                f"model {self.model.location.reference} is not ready yet (loading); retry shortly"
-            )
+            await self._wait_for_load()
         self.metrics.in_flight.inc()
         batcher = self.batcher
         try:
@@ -424,6 +431,33 @@ class ModelServerApp:
         finally:
             self.metrics.in_flight.dec()
         return request, outputs
+
+    async def _wait_for_load(self) -> None:
+        """Hold a request that came while the model loads until it is loaded; else raise."""
+        reference = self.model.location.reference
+        wait = self.settings.load_wait_seconds
+        if self.load_error is None and wait > 0:
+            if self._held >= self.settings.max_queue:
+                raise OverloadedError(
+                    f"model {reference} is still loading and already holds --max-queue "
+                    f"({self.settings.max_queue}) requests for it; retry shortly",
+                    retry_after_seconds=1,
+                )
+            self._held += 1
+            try:
+                await asyncio.wait_for(self._load_ended.wait(), wait)
+            except TimeoutError:
+                pass
+            finally:
+                self._held -= 1
+        if self.model.ready:
+            return
+        if self.load_error is not None:
+            raise NotReadyError(str(self.load_error))  # "cannot load NAME:VERSION ...: why"
+        waited = f" after {wait:g} s (--load-wait)" if wait > 0 else ""
+        raise NotReadyError(
+            f"model {reference} is not ready yet (still loading{waited}); retry shortly"
+        )
 
     async def _call_model(
         self, inputs: Arrays, outputs: Sequence[str], parameters: Mapping[str, Any]

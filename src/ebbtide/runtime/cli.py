@@ -13,6 +13,7 @@ from ebbtide.core.clock import SYSTEM_CLOCK
 from ebbtide.core.errors import EbbtideError
 from ebbtide.runtime.repository import REPOSITORY_ENV
 from ebbtide.runtime.settings import (
+    DEFAULT_LOAD_WAIT_SECONDS,
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_QUEUE,
     BatchingSettings,
@@ -59,6 +60,11 @@ def parser(prog: str = "python -m ebbtide.runtime") -> argparse.ArgumentParser:
         help="after SIGTERM, report not-ready this long before closing the listener",
     )  # fmt: skip
     p.add_argument(
+        "--load-wait", type=float, default=DEFAULT_LOAD_WAIT_SECONDS, metavar="SECONDS",
+        help="hold an inference request that comes while the model loads this long, answering "
+        f"it once loaded; 0 answers 503 at once (default {DEFAULT_LOAD_WAIT_SECONDS:g})",
+    )  # fmt: skip
+    p.add_argument(
         "--graceful-timeout", type=float, default=30.0,
         help="the longest to wait for accepted requests when stopping (default 30)",
     )  # fmt: skip
@@ -95,6 +101,7 @@ def settings_from(args: argparse.Namespace) -> tuple[ListenAddress, ServerSettin
         max_queue=args.max_queue,
         drain_seconds=args.drain_seconds,
         graceful_timeout_seconds=args.graceful_timeout,
+        load_wait_seconds=args.load_wait,
         threads=args.threads or None,
         access_log=args.access_log,
         log_level=args.log_level,

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 DEFAULT_MAX_QUEUE = 64
+DEFAULT_LOAD_WAIT_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,12 @@ class ServerSettings:
     seconds; the local gateway removes a replica before stopping it, so 0)."""
     graceful_timeout_seconds: float = 30.0
     """The longest to wait for accepted requests after the listener closes."""
+    load_wait_seconds: float = DEFAULT_LOAD_WAIT_SECONDS
+    """An inference request that arrives while the model is still loading is held this long
+    and answered as soon as the model is ready (at most `max_queue` of them; 0: 503 at once).
+    A client that retried each 503 in a tight loop would take the loading thread's time: a
+    fresh replica polled every 5 ms loaded a scikit-learn pipeline 0.4 s slower than one left
+    alone. A held request costs nothing until the model is ready."""
     threads: int | None = 1
     """Threads for numeric libraries' pools (BLAS, OpenMP), set with threadpoolctl. A replica
     is sized in cores and scaled out in processes; idle spinning pool threads would only
@@ -50,6 +57,8 @@ class ServerSettings:
     def __post_init__(self) -> None:
         if self.max_queue < 0:
             raise ValueError(f"--max-queue must be 0 or more, not {self.max_queue}")
+        if self.load_wait_seconds < 0:
+            raise ValueError(f"--load-wait must be 0 or more, not {self.load_wait_seconds:g}")
 
 
 @dataclass(frozen=True)
