@@ -5,7 +5,11 @@ the simulator's HPA model on the same arrivals.
 Per endpoint: a steady base load, a step up (open loop, Poisson arrivals), hold, step down,
 then a rollout (model version change) under load, and for class ebbtide a scale from zero.
 Sampled every 0.2 s: the Deployment's spec.replicas and ready replicas. Per request: send time,
-status, latency and the pod that answered (known when sent straight to a pod, `--direct`).
+status and latency. Per pod, every 0.1 s until it has answered: when its address entered the
+Service's ready Endpoints, and when its own `/metrics` first counted an answered inference
+(`ebbtide_requests_total{route="infer",code="200"}`). That gives the first added pod's answer
+whichever path the load takes (straight to pod IPs with `--direct`, or through the gateway,
+which names no pod in its answers), to within one poll.
 
     .venv/bin/python bench/kube_scaling.py --direct --classes hpa --json /tmp/kube.json
 """
@@ -28,6 +32,7 @@ from typing import Any
 
 import httpx
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPOSITORY))
@@ -48,6 +53,7 @@ MODEL = "bench-model"
 MAX_REPLICAS = 4
 SCALE_DOWN_WINDOW = 30
 SAMPLE_SECONDS = 0.2
+POD_POLL_SECONDS = 0.1
 GATEWAY_PORT = 8080
 ZERO_BURST = 20
 
@@ -69,7 +75,19 @@ class Request:
     sent: float
     status: int
     latency: float
-    pod: str
+
+
+@dataclass
+class PodSeen:
+    """One pod's first moments in rotation, seconds since the run's start."""
+
+    name: str
+    ready: float
+    """First poll that found its address among the Service's ready Endpoints."""
+    answered: float | None = None
+    """First poll at which its own metrics counted an answered inference (an upper bound)."""
+    not_answered: float | None = None
+    """The poll before that, when it had answered none yet (the lower bound)."""
 
 
 @dataclass
@@ -85,6 +103,7 @@ class Run:
     marks: dict[str, float] = field(default_factory=dict)
     """Phase starts, seconds since the run's start."""
     pod_start_seconds: list[float] = field(default_factory=list)
+    pods: dict[str, PodSeen] = field(default_factory=dict)
     cpu_per_request: float = 0.0
     notes: list[str] = field(default_factory=list)
 
@@ -207,8 +226,27 @@ class Bench:
                     if self.direct:
                         addresses[0] = self.upstreams(name)
 
+        def watch_pods() -> None:
+            metrics = httpx.Client(timeout=2.0)
+            while not stopping.wait(POD_POLL_SECONDS):
+                with contextlib.suppress(httpx.HTTPError):
+                    ready = self.upstreams(name)
+                now = time.monotonic() - start
+                for base, pod in ready:
+                    seen = record.pods.setdefault(pod, PodSeen(pod, now))
+                    if seen.answered is not None:
+                        continue
+                    with contextlib.suppress(httpx.HTTPError):
+                        if answered_inferences(metrics.get(f"{base}/metrics").text) > 0:
+                            seen.answered = time.monotonic() - start
+                        else:
+                            seen.not_answered = now
+            metrics.close()
+
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
+        pod_watcher = threading.Thread(target=watch_pods, daemon=True)
+        pod_watcher.start()
         pool = ThreadPoolExecutor(max_workers=96)
         local = threading.local()
         turn = [0]
@@ -222,13 +260,11 @@ class Bench:
             if self.direct:
                 found = addresses[0]
                 if not found:
-                    record.requests.append(Request(sent - start, 0, 0.0, ""))
+                    record.requests.append(Request(sent - start, 0, 0.0))
                     return
                 turn[0] += 1
-                base, pod = found[turn[0] % len(found)]
-                url = f"{base}/v2/models/{MODEL}/infer"
+                url = f"{found[turn[0] % len(found)][0]}/v2/models/{MODEL}/infer"
             else:
-                pod = ""
                 # The gateway names an endpoint by its name alone (unique here).
                 url = f"{gateway}/endpoints/{name}/v2/models/{MODEL}/infer"
             try:
@@ -236,10 +272,9 @@ class Bench:
                     url, content=self.body, headers={"content-type": "application/json"}
                 )
                 status = answer.status_code
-                pod = answer.headers.get("x-ebbtide-replica", pod)
             except httpx.HTTPError:
                 status = 0
-            record.requests.append(Request(sent - start, status, time.monotonic() - sent, pod))
+            record.requests.append(Request(sent - start, status, time.monotonic() - sent))
 
         rng = random.Random(seed)
 
@@ -275,6 +310,7 @@ class Bench:
             pool.shutdown(wait=True)
             stopping.set()
             sampler.join()
+            pod_watcher.join()
         record.pod_start_seconds = self.pod_starts(name)
         apps.kubectl(
             self.kubeconfig, "-n", NAMESPACE, "delete", "ie", name, "--wait=true", check=False
@@ -352,15 +388,10 @@ def figures(run: Run) -> dict[str, Any]:
     before = [s for s in run.samples if s[0] < step]
     at_step = before[-1][1] if before else 1
     raised = next((t for t, spec, _ in run.samples if t >= step and spec > at_step), None)
-    old_pods = {r.pod for r in run.requests if r.sent < step and r.status == 200}
-    first_new = next(
-        (
-            r.sent + r.latency
-            for r in sorted(run.requests, key=lambda r: r.sent + r.latency)
-            if r.sent >= step and r.status == 200 and r.pod and r.pod not in old_pods
-        ),
-        None,
-    )
+    # The pods that joined during the step, in the order they entered the Endpoints.
+    added = sorted((p for p in run.pods.values() if step <= p.ready < down), key=lambda p: p.ready)
+    first = added[0] if added else None
+    waits = [p.answered - p.ready for p in added if p.answered is not None]
 
     def failed(lo: float, hi: float) -> int:
         return sum(1 for r in run.requests if lo <= r.sent < hi and r.status != 200)
@@ -373,7 +404,12 @@ def figures(run: Run) -> dict[str, Any]:
         "path": run.path,
         "requests": len(run.requests),
         "replicas_raised_s": None if raised is None else round(raised - step, 2),
-        "first_added_pod_answers_s": None if first_new is None else round(first_new - step, 2),
+        "first_added_pod_ready_s": None if first is None else round(first.ready - step, 2),
+        "first_added_pod_answers_s": None
+        if first is None or first.answered is None
+        else round(first.answered - step, 2),
+        # From entering the Endpoints to its first answer, the slowest of the added pods.
+        "added_pod_ready_to_answer_max_s": round(max(waits), 2) if waits else None,
         "failed_step": failed(step, down),
         "failed_scale_down": failed(down, rollout),
         "failed_rollout": failed(rollout, run.marks["rollout_end"]),
@@ -388,7 +424,23 @@ def figures(run: Run) -> dict[str, Any]:
     }
     if "zero" in run.marks:
         result["failed_from_zero"] = failed(run.marks["zero"], run.marks["zero_end"])
+        woken = [p for p in run.pods.values() if p.ready >= run.marks["zero"]]
+        if woken and woken[0].answered is not None:
+            result["from_zero_pod_ready_to_answer_s"] = round(woken[0].answered - woken[0].ready, 2)
     return result
+
+
+def answered_inferences(exposition: str) -> float:
+    """Inference requests a replica answered with 200, from its Prometheus text."""
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(exposition)
+        if family.name == "ebbtide_requests"
+        for sample in family.samples
+        if sample.name == "ebbtide_requests_total"
+        and sample.labels.get("route") == "infer"
+        and sample.labels.get("code") == "200"
+    )
 
 
 def simulate(run: Run, sync_period: float) -> dict[str, Any]:
@@ -433,8 +485,12 @@ def main() -> int:
     )
     parser.add_argument("--json", type=Path)
     parser.add_argument("--short", action="store_true", help="a smoke run: short phases")
+    parser.add_argument(
+        "--step-rate", type=float, default=Plan.step_rate, help="requests per second in the step"
+    )
     args = parser.parse_args()
     plan = Plan(base_seconds=10, step_seconds=20, down_seconds=10) if args.short else Plan()
+    plan = replace(plan, step_rate=args.step_rate)
     sync = f"{args.sync_period:g}s" if args.sync_period != 15 else KUBERNETES_HPA_SYNC_PERIOD
     results: dict[str, Any] = {"plan": asdict(plan), "sync_period": args.sync_period, "runs": {}}
     with tempfile.TemporaryDirectory(prefix="ebbtide-kube-bench-") as directory:
