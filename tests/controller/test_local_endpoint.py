@@ -349,7 +349,11 @@ def test_at_zero_a_burst_is_held_and_served(
     answers = asyncio.run(burst(20))
     assert [code for code, _ in answers] == [200] * 20
     first = min(latency for _, latency in answers)
-    assert first <= 0.3 + 0.2, f"first answer after {first:.2f} s"
+    # A replica forked from the warm process answers in a few tenths of a second; a cold
+    # start (a fresh interpreter importing scikit-learn) takes 1.4 s or more here. The bound
+    # sits between the two with room for a shared, busy machine: the figure itself is
+    # measured in bench/cold_start.py, not asserted here.
+    assert first <= 1.0, f"first answer after {first:.2f} s"
 
 
 def test_a_missing_model_is_reported_and_starts_once_added(

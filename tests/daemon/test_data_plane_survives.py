@@ -160,7 +160,9 @@ def failures(outcomes: list[Outcome]) -> list[str]:
 def test_kill_9_of_the_control_plane_under_load_fails_no_request_and_adopts_every_pod(
     plane: Plane, tmp_path: Path
 ) -> None:
-    apply(plane, tmp_path, minReplicas=2, maxReplicas=3)
+    # maxReplicas 2: the load must not be answered by a third pod, so that the pods after the
+    # restart can be compared with those before it, one for one.
+    apply(plane, tmp_path, minReplicas=2, maxReplicas=2)
     wait_for(lambda: plane.status().get("readyReplicas") == 2, 90, "two ready replicas")
     before = plane.pods()
     first = plane.pid()
@@ -229,12 +231,18 @@ def test_kill_9_of_the_gateway_under_load_restarts_it_within_a_second(
 
     outcomes = under_load(plane, 6.0, crash, at=2.0)
     assert restarted_after[0] <= 1.0, restarted_after
-    lost = failures(outcomes)
+    lost = [o for o in outcomes if not o.ok]
+    in_flight = [o for o in outcomes if o.due <= 2.0 <= o.due + o.latency]
+    print(
+        f"kill -9 of the gateway: {len(lost)} of {len(outcomes)} failed, "
+        f"{len(in_flight)} were in flight at the kill: {failures(outcomes)}"
+    )
     # The listening socket outlives the gateway (the control plane holds it), so no new
-    # connection is refused; only requests the killed process had accepted fail with it:
-    # at 30 requests a second and a few milliseconds each, that is none or one or two.
-    assert len(lost) <= 3, lost
-    print(f"kill -9 of the gateway: {len(lost)} of {len(outcomes)} failed: {lost}")
+    # connection is refused: only the requests the killed process had accepted fail with it.
+    # How many that is depends on how long each takes (on a busy machine, a tenth of a second
+    # or more, so a few at 30 a second); none sent after the kill may fail.
+    late = [o for o in lost if o.due > 2.0 + 0.1]
+    assert late == [], f"requests sent after the kill failed: {late}"
     assert all(o.ok for o in outcomes if o.due > 3.0), "requests after the restart failed"
 
 

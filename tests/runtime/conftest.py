@@ -31,6 +31,7 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> ModelRepository:
         inputs=(TensorSpec("x", "FP64", (-1, 1)),), outputs=(TensorSpec("y", "FP64", (-1, 1)),)
     )
     repo.add("slow", "v1", MODELS / "slow.py", ModelMetadata(signature=slow))
+    repo.add("slower", "v1", MODELS / "slower.py", ModelMetadata(signature=slow))
     return repo
 
 
