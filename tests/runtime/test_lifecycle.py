@@ -71,9 +71,7 @@ def test_early_requests_past_the_load_wait_or_the_queue_get_503(
         assert refused_after < 0.7
         assert timed_out.status_code == 503
         assert waited >= 1.0
-        assert (
-            "not ready yet (still loading after 1 s (--load-wait))" in timed_out.json()["error"]
-        )
+        assert "not ready yet (still loading after 1 s (--load-wait))" in timed_out.json()["error"]
         replica.wait_ready()
         assert replica.post("/v2/models/slower/infer", json=SLOW_BODY).status_code == 200
     finally:
