@@ -85,8 +85,12 @@ def test_a_replica_imports_only_what_serving_its_model_needs(
         or module.split(".")[0] in OTHER_FORMAT[model]
     ]
     assert forbidden == []
-    ready = [line for line in log.splitlines() if "is ready" in line]
+    lines = log.splitlines()
+    ready = [line for line in lines if "is ready" in line]
     assert len(ready) == 1
+    # The metrics registry is built once the model is ready, not on the way there.
+    prometheus = [i for i, line in enumerate(lines) if re.search(r"\| +prometheus_client$", line)]
+    assert all(i > lines.index(ready[0]) for i in prometheus), log
     assert re.search(r"after the process began; phases began=\S+ imported=\S+ resolved=\S+ "
                      r"startup=\S+ loaded=\S+$", ready[0])  # fmt: skip
 

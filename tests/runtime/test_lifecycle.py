@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from ebbtide.runtime.repository import ModelRepository
 from tests.runtime.replicas import Replica
@@ -39,6 +40,17 @@ def test_not_ready_until_loaded_and_an_early_request_waits_for_the_model(
         early = replica.post("/v2/models/slow/infer", json=SLOW_BODY)
         assert (early.status_code, early.json()["outputs"][0]["data"]) == (200, [2.5])
         assert replica.get("/v2/health/ready").status_code == 200
+        # Recorded before the metrics registry existed (it is built once ready), not lost.
+        samples = {
+            (sample.name, sample.labels.get("route"), sample.labels.get("code")): sample.value
+            for family in text_string_to_metric_families(replica.get("/metrics").text)
+            for sample in family.samples
+        }
+        assert samples["ebbtide_requests_total", "health", "503"] == 2
+        assert samples["ebbtide_requests_total", "infer", "200"] == 1
+        assert samples["ebbtide_request_duration_seconds_count", "infer", None] == 1
+        assert samples["ebbtide_model_ready", None, None] == 1
+        assert samples["ebbtide_model_load_seconds", None, None] >= 0.9
     finally:
         replica.stop()
     assert replica.wait_exit() == 0

@@ -48,7 +48,7 @@ from ebbtide.runtime import protocol
 from ebbtide.runtime.admission import ModelQueue
 from ebbtide.runtime.batching import AdaptiveBatcher, Arrival
 from ebbtide.runtime.loaders.base import Arrays, Model
-from ebbtide.runtime.metrics import CONTENT_TYPE, ServerMetrics
+from ebbtide.runtime.metrics import ServerMetrics
 from ebbtide.runtime.settings import ServerSettings
 from ebbtide.runtime.timeline import StartTimeline
 
@@ -133,7 +133,7 @@ class ModelServerApp:
         """Report not-ready from now on; requests already accepted (and new ones, until the
         listener closes) are still served."""
         self.draining = True
-        self.metrics.ready.set(0)
+        self.metrics.set_ready(False)
 
     # -- ASGI -------------------------------------------------------------------------------
 
@@ -194,7 +194,7 @@ class ModelServerApp:
             log.error("cannot serve %s: %s", self.model.location.reference, error)
             self.on_fatal(error)
             return
-        self.metrics.load_seconds.set(self.clock.now() - started)
+        self.metrics.set_load_seconds(self.clock.now() - started)
         self._became_ready()
 
     def _became_ready(self) -> None:
@@ -207,7 +207,10 @@ class ModelServerApp:
             self.queue.exclusive = self.model.blocking
         self._load_ended.set()
         if not self.draining:
-            self.metrics.ready.set(1)
+            self.metrics.set_ready(True)
+        # After the requests held for the load have been woken: the registry's import then
+        # runs beside serving instead of before readiness.
+        asyncio.get_running_loop().call_soon(self.metrics.build_in_background)
         if self.timeline is None:
             log.info("model %s is ready", self.model.location.reference)
             return
@@ -390,7 +393,8 @@ class ModelServerApp:
         return await self._json(send, {"name": self.name, "ready": True})
 
     async def _metrics(self, scope: Scope, receive: Receive, send: Send) -> int:
-        await self._send(send, 200, self.metrics.render(), CONTENT_TYPE.encode())
+        exposition, content_type = self.metrics.render()
+        await self._send(send, 200, exposition, content_type.encode())
         return 200
 
     # -- inference --------------------------------------------------------------------------
@@ -412,7 +416,7 @@ class ModelServerApp:
     ) -> tuple[protocol.InferRequest, Arrays]:
         if not self.model.ready:
             await self._wait_for_load()
-        self.metrics.in_flight.inc()
+        self.metrics.request_started()
         batcher = self.batcher
         try:
             with batcher.arrival() if batcher is not None else nullcontext() as ticket:
@@ -429,7 +433,7 @@ class ModelServerApp:
                             request.inputs, request.outputs, request.parameters
                         )
         finally:
-            self.metrics.in_flight.dec()
+            self.metrics.request_ended()
         return request, outputs
 
     async def _wait_for_load(self) -> None:

@@ -131,7 +131,7 @@ def serve(
         served, load_seconds = create_model(model), None
     metrics = ServerMetrics(served.location.name, served.location.version)
     if load_seconds is not None:
-        metrics.load_seconds.set(load_seconds)
+        metrics.set_load_seconds(load_seconds)
     app = ModelServerApp(served, settings, clock, metrics, timeline=timeline)
     config = uvicorn.Config(app, **_uvicorn_options(address, settings))
     server = DrainingServer(config, app, settings)
@@ -155,6 +155,8 @@ def import_serving_stack(settings: ServerSettings | None = None) -> None:
     )
     config.load()
     config.get_loop_factory()
+    import prometheus_client  # noqa: F401  # a forked child's metrics are then built at once
+
     "localhost".encode("idna")  # binding encodes the host name: load the codec now
 
 
