@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import os
+import signal
 import socket
 import subprocess
 import threading
@@ -56,11 +58,16 @@ def create_bridge(subnet: str) -> None:
 
 
 def remove_network(subnet: str) -> None:
-    """Every pod namespace of the cluster, and its bridge."""
+    """Every pod namespace of the cluster (and any process still in one), and its bridge."""
     prefix = namespace_prefix(subnet)
     if NETNS_DIR.exists():
         for entry in NETNS_DIR.iterdir():
             if entry.name.startswith(prefix):
+                # A pod's process the node could not stop (the node itself killed, or a
+                # restart racing its shutdown) would outlive the cluster: end it here.
+                for pid in ip("netns", "pids", entry.name, check=False).stdout.split():
+                    with contextlib.suppress(ProcessLookupError, ValueError):
+                        os.kill(int(pid), signal.SIGKILL)
                 ip("netns", "delete", entry.name, check=False)
     ip("link", "delete", bridge_name(subnet), check=False)
 

@@ -200,6 +200,9 @@ class PodWorker(threading.Thread):
         self.lock = threading.RLock()
         self.gone = threading.Event()
         self.finished = threading.Event()
+        self.node_stopping = False
+        """Set by `shutdown`: no container starts (or restarts) after it."""
+        self._start_lock = threading.Lock()
         self.pod_ip: str | None = None
         self.sandbox: Sandbox | None = None
         self.start_time = now_text()
@@ -436,7 +439,9 @@ class PodWorker(threading.Thread):
         logs = self.directory / "logs" / container.name
         logs.mkdir(parents=True, exist_ok=True)
         working_dir = container.spec.get("workingDir") or "/"
-        with (logs / f"{container.restart_count}.log").open("ab") as output:
+        with self._start_lock, (logs / f"{container.restart_count}.log").open("ab") as output:
+            if self.node_stopping:
+                return  # a restart racing the node's shutdown would outlive the node
             container.process = subprocess.Popen(
                 [
                     *self.sandbox.enter_argv(),
@@ -744,6 +749,8 @@ class PodWorker(threading.Thread):
 
     def shutdown(self, grace: float) -> None:
         """The node is stopping: end the containers within `grace` seconds, keep the pod."""
+        with self._start_lock:  # a start under way finishes first, and is stopped below
+            self.node_stopping = True
         stoppers = [
             threading.Thread(target=self._stop_container, args=(c, grace, False), daemon=True)
             for c in self.containers
