@@ -348,7 +348,14 @@ def test_a_steady_endpoint_is_not_rewritten_every_decision(gateway: StandInGatew
         return sum(1 for line in text.splitlines() if "PATCH" in line and "/busy/status" in line)
 
     gateway.set("busy", in_flight=3)
-    time.sleep(3.0)  # let it settle
+    # Settled: the pods it scaled to have started and its status stopped changing (no write
+    # for 1.5 s, 6 decisions). An operator that wrote every decision never gets there.
+    deadline, last, quiet_since = time.monotonic() + 60, writes(), time.monotonic()
+    while time.monotonic() - quiet_since < 1.5:
+        assert time.monotonic() < deadline, f"status still rewritten: {writes()} writes"
+        time.sleep(0.25)
+        if writes() != last:
+            last, quiet_since = writes(), time.monotonic()
     before = writes()
     time.sleep(3.0)  # 12 decisions
     assert writes() - before <= 4
