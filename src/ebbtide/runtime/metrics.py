@@ -127,6 +127,12 @@ class ServerMetrics:
         return False
 
     def _gauge(self, name: str, value: float) -> None:
+        live = self._live
+        if live is not None:  # built: the shadow values are no longer read by another thread
+            if name == "in_flight":
+                self._in_flight = int(value)
+            getattr(live, name).set(value)
+            return
         with self._lock:
             if name == "in_flight":
                 self._in_flight = int(value)
