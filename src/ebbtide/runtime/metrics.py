@@ -47,15 +47,10 @@ class ServerMetrics:
         self._lock = threading.Lock()
         self._pending_requests: list[tuple[str, int, float | None]] = []
         self._pending_batches: list[int] = []
-        self._ready = 0.0
-        self._load_seconds: float | None = None
-        self._in_flight = 0
+        self._gauges: dict[str, float] = {"ready": 0.0, "in_flight": 0.0}
+        """The gauges' last values, by `_Registry` attribute (load_seconds once known)."""
         if "prometheus_client" in sys.modules:
             self.build()
-
-    @property
-    def built(self) -> bool:
-        return self._live is not None
 
     def build(self) -> None:
         """Import prometheus-client, build the registry and replay what was recorded (once)."""
@@ -71,10 +66,8 @@ class ServerMetrics:
                 live.record(route, code, seconds)
             for rows in self._pending_batches:
                 live.batch_size.observe(rows)
-            live.ready.set(self._ready)
-            live.in_flight.set(self._in_flight)
-            if self._load_seconds is not None:
-                live.load_seconds.set(self._load_seconds)
+            for name, value in self._gauges.items():
+                getattr(live, name).set(value)
             self._pending_requests.clear()
             self._pending_batches.clear()
             self._live = live
@@ -104,10 +97,10 @@ class ServerMetrics:
         self._gauge("load_seconds", seconds)
 
     def request_started(self) -> None:
-        self._gauge("in_flight", self._in_flight + 1)
+        self._gauge("in_flight", self._gauges["in_flight"] + 1)
 
     def request_ended(self) -> None:
-        self._gauge("in_flight", self._in_flight - 1)
+        self._gauge("in_flight", self._gauges["in_flight"] - 1)
 
     def render(self) -> tuple[bytes, str]:
         """The exposition and its content type."""
@@ -128,21 +121,15 @@ class ServerMetrics:
 
     def _gauge(self, name: str, value: float) -> None:
         live = self._live
-        if live is not None:  # built: the shadow values are no longer read by another thread
-            if name == "in_flight":
-                self._in_flight = int(value)
-            getattr(live, name).set(value)
-            return
-        with self._lock:
-            if name == "in_flight":
-                self._in_flight = int(value)
-            elif name == "ready":
-                self._ready = value
-            else:
-                self._load_seconds = value
-            live = self._live
-        if live is not None:
-            getattr(live, name).set(value)
+        if live is None:  # the build thread may be replaying `_gauges`: under the lock
+            with self._lock:
+                self._gauges[name] = value
+                live = self._live
+            if live is None:
+                return
+        else:
+            self._gauges[name] = value
+        getattr(live, name).set(value)
 
 
 class _Registry:
