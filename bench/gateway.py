@@ -232,7 +232,10 @@ def spawn(
     env = None
     if source is not None:  # ebbtide from that tree, ahead of the installed one
         env = {**os.environ, "PYTHONPATH": str(source / "src")}
-    return subprocess.Popen(command, pass_fds=(listener.fileno(),), env=env)
+    # Each server in its own session, as ebbtide runs its gateway and replicas: with the kernel's
+    # autogroup scheduling a session is a CPU group, and a server left in the benchmark's
+    # session would share the client's group and its share of the cores.
+    return subprocess.Popen(command, pass_fds=(listener.fileno(),), env=env, start_new_session=True)
 
 
 async def wait_answering(port: int, request: bytes) -> None:
