@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from ebbtide.autoscaler import (
     KUBERNETES,
+    LOCAL,
     Decision,
     Observation,
     Policy,
@@ -20,6 +23,8 @@ BUCKET_400MS = LATENCY_BOUNDS.index(0.4)
 """Answers between 300 ms and 400 ms."""
 BUCKET_100MS = LATENCY_BOUNDS.index(0.1)
 """Answers between 80 ms and 100 ms."""
+SLOW = LATENCY_BOUNDS.index(2.0)
+"""Answers between 1.5 s and 2 s."""
 
 
 def objective_policy(max_replicas: int = 10, latency_ms: float = 200) -> Policy:
@@ -35,6 +40,10 @@ def counts(bucket: int, answers: int) -> tuple[int, ...]:
     buckets = [0] * (len(LATENCY_BOUNDS) + 1)
     buckets[bucket] = answers
     return tuple(buckets)
+
+
+def added(first: tuple[int, ...], second: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(a + b for a, b in zip(first, second, strict=True))
 
 
 def two_readings(resolved: Policy, replicas: int, answers: tuple[int, ...]) -> Decision:
@@ -75,16 +84,18 @@ def test_a_missed_objective_raises_the_count_and_says_why() -> None:
     assert metrics.replicas == 2
     assert objective is not None
     assert (objective.replicas, objective.reason) == (4, "ObjectiveMissed")
-    assert objective.message == "p99 latency 399 ms is over the objective 200 ms: 2 → 4"
+    # It learns the load that would have met it: 2 in flight per replica * 200/399.
+    limit = "(learned limit: 1 in flight per replica)"
+    assert objective.message == f"p99 latency 399 ms is over the objective 200 ms: 2 → 4 {limit}"
     assert decision.desired == 4
     assert decision.rescale_reason == objective.message
     met = decision.condition("ObjectiveMet")
     assert met is not None
     assert (met.status, met.reason) == ("False", "ObjectiveMissed")
     assert explain(decision, objective_policy()) == (
-        "scaling up 2 → 4 for the latency objective: "
-        "p99 latency 399 ms is over the objective 200 ms: 2 → 4"
+        f"scaling up 2 → 4 for the latency objective: {objective.message}"
     )
+    assert decision.state.objective_load == pytest.approx(2 * 0.2 / 0.399)
 
 
 def test_a_met_objective_leaves_the_count_to_the_other_targets() -> None:
@@ -145,3 +156,62 @@ def test_the_window_reaches_back_to_older_readings_until_it_holds_enough_answers
     assert latency_counts(state.samples, 15.0, 7.5) == counts(BUCKET_100MS, 60)
     assert latency_counts(state.samples, 15.0, 7.5, at_least=100) == counts(BUCKET_100MS, 120)
     assert latency_counts(state.samples, 15.0, 7.5, at_least=500) == counts(BUCKET_100MS, 120)
+
+
+def test_a_met_objective_keeps_the_replicas_that_met_it_instead_of_flapping() -> None:
+    # The miss above raised 2 → 4 and learned 1.0 in flight per replica. 15 s later the same
+    # 4 requests in flight are answered within the objective: the concurrency target alone
+    # (2 per replica) asks for 2 again, which is where the latency was missed; the learned
+    # floor, ceil(4 / 1.0025), keeps 4.
+    resolved = objective_policy()
+    missed = two_readings(resolved, 2, counts(BUCKET_400MS, 100))
+    assert missed.desired == 4
+    fleet = tuple(pod(f"r{i}") for i in range(4))
+    answers = added(counts(BUCKET_400MS, 100), counts(BUCKET_100MS, 200))
+    traffic = Traffic(4.0, 1800, 4.0 * 15 + 60.0, answers, 0.0)
+    met = decide(Observation(4, fleet, traffic), resolved, missed.state, NOW + 15)
+    metrics, objective = met.step("metrics"), met.step("objective")
+    assert metrics is not None
+    assert objective is not None
+    assert metrics.replicas == 2
+    assert (objective.reason, objective.replicas) == ("ObjectiveMet", 4)
+    assert met.desired == 4
+
+
+def test_the_learned_load_is_lowered_again_only_after_a_start_and_a_window() -> None:
+    # The local profile (2 s window), 2 replicas, 8 in flight. At 0.25 s answers take about
+    # 400 ms: the first lowering. At 1.25 s and 2.0 s slower answers (about 2 s) would lower
+    # it again, but the window still holds the answers that asked for the last change: hold.
+    # At 2.5 s, 2 s after the lowering (no replica start measured), it is lowered again, at
+    # most halved.
+    resolved = policy(
+        LOCAL,
+        max_replicas=20,
+        metrics=[pods_metric("concurrency", 100)],
+        objective={"percentile": 99, "latencyMilliseconds": 200},
+    )
+    fleet = tuple(pod(f"r{i}") for i in range(2))
+    state = State()
+    answers = counts(BUCKET_400MS, 0)
+    learned: list[float | None] = []
+    readings = ((0.0, None), (0.25, BUCKET_400MS), (1.25, SLOW), (2.0, SLOW), (2.5, SLOW))
+    for when, bucket in readings:
+        if bucket is not None:
+            answers = added(answers, counts(bucket, 200))
+        traffic = Traffic(8.0, sum(answers), 8.0 * when, answers, 0.0)
+        state = decide(Observation(2, fleet, traffic), resolved, state, NOW + when).state
+        learned.append(state.objective_load)
+    first = 4.0 * 0.2 / 0.399  # p99 of 200 answers in (300 ms, 400 ms]: 399 ms
+    assert learned[0] is None  # no window yet
+    assert learned[1] == pytest.approx(first)
+    assert learned[2] == learned[1]
+    assert learned[3] == learned[1]
+    assert learned[4] == pytest.approx(first / 2)
+
+
+def test_what_the_objective_learned_survives_a_control_plane_restart() -> None:
+    state = State(objective_load=1.25, objective_lowered_at=990.0)
+    assert State.from_record(state.to_record()) == state
+    older = state.to_record()
+    del older["objective_load"], older["objective_lowered_at"]
+    assert State.from_record(older).objective_load is None

@@ -3,7 +3,9 @@
 import pytest
 
 from ebbtide.autoscaler.objective import (
+    GROWTH,
     ObjectiveReason,
+    answers_over,
     propose_for_objective,
 )
 from ebbtide.core.latency import bucket_percentile
@@ -55,3 +57,85 @@ def test_missed_at_max_replicas_says_it_cannot_be_met() -> None:
 def test_proposal_never_exceeds_max_replicas() -> None:
     proposal = propose_for_objective((0, 0, 0, 0, 100), BOUNDS, 99, 0.1, 2, 3)
     assert (proposal.replicas, proposal.reason) == (3, ObjectiveReason.MISSED)
+
+
+# The learned load: requests in flight per ready replica at which the objective holds.
+
+
+def test_a_miss_learns_the_load_that_would_have_met_it() -> None:
+    # 2 replicas, 4 in flight (2 each), p99 0.396 s against 0.2 s: 2 * 0.2 / 0.396 each.
+    proposal = propose_for_objective((50, 0, 50, 0, 0), BOUNDS, 99, 0.2, 2, 10, in_flight=4.0)
+    assert proposal.learned == pytest.approx(2 * 0.2 / 0.396)
+    assert proposal.replicas == 4  # ceil(4 / 1.01), and 2 * 1.98 rounded up
+    assert proposal.message.endswith("2 → 4 (learned limit: 1.01 in flight per replica)")
+
+
+def test_one_miss_at_most_halves_what_was_learned() -> None:
+    proposal = propose_for_objective(
+        (50, 0, 50, 0, 0), BOUNDS, 99, 0.2, 2, 10, in_flight=4.0, learned=3.0
+    )
+    assert proposal.learned == pytest.approx(1.5)
+
+
+def test_within_the_objective_the_learned_load_is_a_floor() -> None:
+    # The concurrency the floor holds: 6 in flight at 1.5 each is 4 replicas, whatever else
+    # the other targets ask for; within the objective the step keeps it, so the count does
+    # not fall back to where the latency was missed.
+    proposal = propose_for_objective(
+        (50, 50, 0, 0, 0), BOUNDS, 99, 0.2, 4, 10, in_flight=6.0, learned=1.5
+    )
+    assert proposal.reason is ObjectiveReason.MET
+    assert (proposal.replicas, proposal.learned) == (4, 1.5)  # p99 0.198 s: no room to grow
+
+
+def test_with_room_and_the_floor_holding_the_replicas_the_load_grows() -> None:
+    # p99 0.099 s, under 90% of 0.2 s, and the floor (ceil(3 / 1.0) = 3) holds all 3 ready.
+    proposal = propose_for_objective(
+        (100, 0, 0, 0, 0), BOUNDS, 99, 0.2, 3, 10, in_flight=3.0, learned=1.0
+    )
+    assert proposal.learned == pytest.approx(GROWTH)
+    assert proposal.replicas == 3
+
+
+def test_while_other_targets_hold_more_replicas_a_met_objective_teaches_nothing() -> None:
+    proposal = propose_for_objective(
+        (100, 0, 0, 0, 0), BOUNDS, 99, 0.2, 5, 10, in_flight=3.0, learned=1.0
+    )
+    assert proposal.learned == 1.0
+
+
+def test_a_miss_within_chance_holds_and_says_so() -> None:
+    # 1000 answers, 12 over 0.2 s: the p99 is over it (0.233 s), but 12 against the 10 a p99
+    # allows is within one binomial standard deviation (3.1): hold, learn nothing.
+    counts = (988, 0, 12, 0, 0)
+    proposal = propose_for_objective(counts, BOUNDS, 99, 0.2, 2, 10, in_flight=4.0)
+    assert proposal.reason is ObjectiveReason.MISSED
+    assert (proposal.replicas, proposal.learned) == (2, None)
+    assert proposal.message == (
+        "p99 latency 233 ms is over the objective 200 ms: holding 2: 12 of 1000 answers over "
+        "it is within chance of the 10 allowed"
+    )
+    # 15 over is beyond chance: it acts.
+    acted = propose_for_objective((985, 0, 15, 0, 0), BOUNDS, 99, 0.2, 2, 10, in_flight=4.0)
+    assert acted.learned is not None
+    assert acted.replicas == 3
+
+
+def test_until_the_replicas_asked_for_have_served_a_window_a_miss_holds() -> None:
+    proposal = propose_for_objective(
+        (50, 0, 50, 0, 0), BOUNDS, 99, 0.2, 4, 10, in_flight=8.0, learned=1.0, may_lower=False
+    )
+    assert (proposal.replicas, proposal.learned) == (8, 1.0)
+    assert "holding 8 until the replicas it asked for have served a window" in proposal.message
+
+
+def test_without_enough_answers_the_learned_floor_still_holds() -> None:
+    proposal = propose_for_objective(
+        (10, 0, 0, 0, 0), BOUNDS, 99, 0.2, 1, 10, in_flight=3.0, learned=1.0
+    )
+    assert (proposal.replicas, proposal.reason) == (3, ObjectiveReason.NO_DATA)
+
+
+def test_answers_over_split_the_bucket_the_objective_falls_in() -> None:
+    # 10 answers in (0.1, 0.2]: a quarter of that bucket is above 0.175 s.
+    assert answers_over((0, 10, 4, 0, 1), BOUNDS, 0.175) == pytest.approx(2.5 + 4 + 1)

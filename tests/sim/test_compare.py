@@ -14,10 +14,10 @@ def test_a_comparison_is_deterministic_under_a_seed() -> None:
     again = compare(workload, sample_endpoint(), PLATFORM, seed=0)
     assert first.scores == again.scores
     names = [s.policy for s in first.scores]
-    assert names[:4] == ["ebbtide", "hpa", "knative-kpa", "ray-serve"]
-    assert names[4].startswith("fixed-")
-    assert names[5] == "oracle"
-    assert len(POLICIES) == 6
+    assert names[:5] == ["ebbtide", "ebbtide-objective", "hpa", "knative-kpa", "ray-serve"]
+    assert names[5].startswith("fixed-")
+    assert names[6] == "oracle"
+    assert len(POLICIES) == 7
 
 
 def test_a_different_seed_gives_a_different_run() -> None:

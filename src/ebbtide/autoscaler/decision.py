@@ -41,7 +41,7 @@ from ebbtide.autoscaler.observation import Observation
 from ebbtide.autoscaler.policy import Policy
 from ebbtide.autoscaler.profiles import DirectionRules
 from ebbtide.autoscaler.state import State
-from ebbtide.autoscaler.windows import Sample, arrival_rate, latency_counts
+from ebbtide.autoscaler.windows import Sample, arrival_rate, concurrency, latency_counts
 from ebbtide.core.latency import LATENCY_BOUNDS
 from ebbtide.spec.models import Condition, MetricStatus
 from ebbtide.spec.quantity import canonical
@@ -240,22 +240,41 @@ def _objective_condition(objective: ObjectiveProposal | None) -> tuple[Condition
 
 
 def _objective_step(
-    observation: Observation, policy: Policy, state: State
-) -> ObjectiveProposal | None:
-    """The latency objective over the stable window's answers, against the ready replicas."""
+    observation: Observation, policy: Policy, state: State, now: float
+) -> tuple[ObjectiveProposal | None, State]:
+    """The latency objective over the stable window's answers, against the ready replicas and
+    the requests in flight; the state keeps the load it learned."""
     if policy.objective is None:
-        return None
+        return None, state
     window, slack = policy.metric_window, policy.sync_period / 2
     counts = latency_counts(state.samples, window, slack, MIN_ANSWERS) or ()
-    ready = sum(1 for r in observation.replicas if r.ready and not r.terminating)
-    return propose_for_objective(
+    ready = [r for r in observation.replicas if r.ready and not r.terminating]
+    in_flight = concurrency(state.samples, window, slack)
+    # Lower the learned load once per start and window: the answers after a lowering show
+    # the replicas it asked for only once they have started and served a window, and until
+    # then the same slow answers would lower it again.
+    start = max(state.start_times, default=0.0)
+    lowered = state.objective_lowered_at
+    may_lower = lowered is None or now >= lowered + start + window
+    proposal = propose_for_objective(
         counts,
         LATENCY_BOUNDS,
         policy.objective.percentile,
         policy.objective.latency,
-        ready or observation.current_replicas,
+        len(ready) or observation.current_replicas,
         policy.max_replicas,
+        in_flight.value if in_flight is not None else None,
+        state.objective_load,
+        may_lower,
     )
+    if proposal.learned != state.objective_load:
+        lowered = state.objective_load is None or (proposal.learned or 0.0) < state.objective_load
+        state = replace(
+            state,
+            objective_load=proposal.learned,
+            objective_lowered_at=now if lowered else state.objective_lowered_at,
+        )
+    return proposal, state
 
 
 def _aim(
@@ -296,7 +315,7 @@ def _aim(
                 f"predicted load: {forecast[1]:.3g} requests/s in {policy.forecast.horizon:g} s"
             )
             steps.append(Step("forecast", proposed, "PredictedLoad", reason))
-    objective = _objective_step(observation, policy, state)
+    objective, state = _objective_step(observation, policy, state, now)
     if objective is not None:
         if objective.replicas is not None and objective.replicas > proposed:
             proposed = record = objective.replicas

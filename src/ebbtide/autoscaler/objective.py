@@ -2,15 +2,27 @@
 
 The gateway measures each answer's latency into fixed buckets (`latency_counts` over
 `bounds`, one more bucket for everything above). Over one metric window the step reads the
-objective's percentile from those counts and compares it with the objective:
+objective's percentile from those counts and compares it with the objective. What it learns
+is a load: the requests in flight per ready replica at which the objective holds (`learned`,
+kept in the autoscaler's state). Requests in flight carry the latency they cause (Little's
+law: in flight = arrival rate x latency), and the level one replica can hold within the
+objective depends on the requests' cost and the traffic's burstiness, which is what the step
+cannot know in advance and can measure. Its floor is the window's requests in flight over
+that load, so it follows the traffic as a concurrency target does, with a target the latency
+set:
 
-- over the objective: more replicas, in proportion to how far over (queueing delay grows
-  faster than linearly as replicas fill up, so the ratio is a floor, and at least one more);
-- within it: no floor from the objective; the other targets decide, so an endpoint never runs
-  more replicas than they ask for just because latency is good;
+- over the objective: the load is lowered to the measured one scaled by objective/observed
+  (at saturation latency grows with the load per replica), which asks for at least one more
+  replica at once; it is lowered again only once the window holds answers served by the
+  replicas that asked for (`may_lower`), so one slow window does not compound;
+- within it with room (under `ROOM` of the objective) while the floor is what holds the
+  replicas: the load is raised by `GROWTH` per decision, so a load learned in a worse hour
+  does not keep replicas forever (while other targets hold more replicas than the floor, a
+  met objective says nothing about how much a replica could hold, and the load stays);
+- no load learned yet: no floor, the other targets decide;
 - over it at `maxReplicas`: the objective cannot be met, and the reason says so.
 
-Pure: counts in, a proposal and its sentence out.
+Pure: counts and readings in, a proposal, the new load and its sentence out.
 """
 
 from __future__ import annotations
@@ -24,6 +36,13 @@ from ebbtide.core.latency import bucket_percentile
 
 MIN_ANSWERS = 100
 """Fewer answers in the window cannot place a p99: one slow answer in 20 is a p95, not news."""
+ROOM = 0.9
+"""The learned load grows only while the percentile is under this share of the objective: the
+band between is where it settles, so a small rise in latency does not miss at once."""
+GROWTH = 1.02
+"""Per decision with room: doubling in 35 decisions (9 s at the local profile's 0.25 s)."""
+MOST_LOWERED = 0.5
+"""The learned load is at most halved per lowering."""
 
 
 class ObjectiveReason(Enum):
@@ -45,6 +64,8 @@ class ObjectiveProposal:
     """The percentile latency over the window, in seconds; None without enough answers."""
     reason: ObjectiveReason
     message: str
+    learned: float | None = None
+    """Requests in flight per ready replica at which the objective holds, as learned so far."""
 
 
 def propose_for_objective(
@@ -54,30 +75,55 @@ def propose_for_objective(
     latency_seconds: float,
     ready: int,
     max_replicas: int,
+    in_flight: float | None = None,
+    learned: float | None = None,
+    may_lower: bool = True,
 ) -> ObjectiveProposal:
-    """The objective's proposal from one window's latency counts and the ready replicas."""
+    """The objective's proposal from one window's latency counts, the ready replicas and the
+    window's average requests in flight, given the load learned so far."""
     name = f"p{percentile:g}"
     goal = f"{latency_seconds * 1000:g} ms"
+    ready = max(ready, 1)
     if sum(counts) < MIN_ANSWERS:
         return ObjectiveProposal(
-            None,
+            _floor(in_flight, learned, max_replicas),
             None,
             ObjectiveReason.NO_DATA,
             f"fewer than {MIN_ANSWERS} answers in the window: the {name} latency objective "
             "waits for more",
+            learned,
         )
     observed = bucket_percentile(counts, percentile, bounds)
     assert observed is not None
     seen = f"{observed * 1000:.3g} ms"
+    load = in_flight / ready if in_flight is not None else None
     if observed <= latency_seconds:
+        floor = _floor(in_flight, learned, max_replicas)
+        # While the floor is what holds these replicas and there is room: try fewer.
+        holding = learned is not None and floor is not None and floor >= ready
+        if holding and observed <= ROOM * latency_seconds:
+            learned = (learned or 0.0) * GROWTH
         return ObjectiveProposal(
-            None,
+            _floor(in_flight, learned, max_replicas),
             observed,
             ObjectiveReason.MET,
-            f"{name} latency {seen} is within the objective {goal}",
+            f"{name} latency {seen} is within the objective {goal}{_holding(learned)}",
+            learned,
         )
-    ready = max(ready, 1)
-    wanted = max(ready + 1, math.ceil(ready * observed / latency_seconds - 1e-9))
+    over = answers_over(counts, bounds, latency_seconds)
+    acting = may_lower and _significant(over, sum(counts), percentile)
+    wanted = _floor(in_flight, learned, max_replicas) or ready
+    if acting:
+        if load is not None and load > 0:
+            scaled = load * latency_seconds / observed
+            if learned is not None:  # at most halved per window: one queue is not a rule
+                scaled = max(scaled, learned * MOST_LOWERED)
+            learned = scaled if learned is None else min(learned, scaled)
+        wanted = max(
+            ready + 1,
+            _floor(in_flight, learned, max_replicas) or 0,
+            math.ceil(ready * observed / latency_seconds - 1e-9),
+        )
     if ready >= max_replicas:
         return ObjectiveProposal(
             max_replicas,
@@ -85,11 +131,58 @@ def propose_for_objective(
             ObjectiveReason.UNMEETABLE_AT_MAX,
             f"{name} latency {seen} is over the objective {goal} at maxReplicas "
             f"({max_replicas}): the objective cannot be met; raise maxReplicas or the objective",
+            learned,
         )
     wanted = min(wanted, max_replicas)
+    if acting:
+        outcome = f"{ready} → {wanted}"
+    elif not may_lower:
+        outcome = f"holding {wanted} until the replicas it asked for have served a window"
+    else:
+        allowed = (100.0 - percentile) / 100.0 * sum(counts)
+        outcome = (
+            f"holding {wanted}: {over:.0f} of {sum(counts)} answers over it is within chance "
+            f"of the {allowed:.0f} allowed"
+        )
     return ObjectiveProposal(
         wanted,
         observed,
         ObjectiveReason.MISSED,
-        f"{name} latency {seen} is over the objective {goal}: {ready} → {wanted}",
+        f"{name} latency {seen} is over the objective {goal}: {outcome}{_holding(learned)}",
+        learned,
     )
+
+
+def _holding(learned: float | None) -> str:
+    if learned is None:
+        return ""
+    return f" (learned limit: {learned:.3g} in flight per replica)"
+
+
+def _floor(in_flight: float | None, learned: float | None, max_replicas: int) -> int | None:
+    """The replicas that hold the requests in flight at the learned load each."""
+    if in_flight is None or learned is None or learned <= 0:
+        return None
+    return min(max_replicas, math.ceil(in_flight / learned - 1e-9))
+
+
+def _significant(over: float, total: int, percentile: float) -> bool:
+    """More answers over the objective than its percentile allows, by more than chance: one
+    binomial standard deviation. A p99 read from 100 answers is the 99th of them, and two
+    slow answers in a hundred at a light load are chance, not a queue to add replicas for."""
+    share = (100.0 - percentile) / 100.0
+    allowed = share * total
+    return over > allowed + math.sqrt(allowed * (1 - share))
+
+
+def answers_over(counts: Sequence[int], bounds: Sequence[float], latency_seconds: float) -> float:
+    """Answers slower than `latency_seconds`, the bucket it falls in split linearly."""
+    over = 0.0
+    for index, count in enumerate(counts):
+        lower = bounds[index - 1] if index else 0.0
+        upper = bounds[index] if index < len(bounds) else math.inf
+        if lower >= latency_seconds:
+            over += count
+        elif upper > latency_seconds and count:
+            over += count * (upper - latency_seconds) / (upper - lower)
+    return over

@@ -55,6 +55,11 @@ class State:
     """Seconds the latest replicas took from start to ready, oldest first."""
     timed: frozenset[str] = frozenset()
     """The replicas present whose start is already in `start_times`."""
+    objective_load: float | None = None
+    """Requests in flight per ready replica at which the latency objective held, as learned
+    (`objective.py`); None until the objective was first missed."""
+    objective_lowered_at: float | None = None
+    """When `objective_load` was last lowered: it is lowered again only on answers after it."""
 
     def with_sample(self, sample: Sample, keep: float) -> State:
         """Add a reading and drop those older than `keep` seconds (except the newest)."""
@@ -96,6 +101,8 @@ class State:
             "scaled_to_zero": self.scaled_to_zero,
             "start_times": list(self.start_times),
             "timed": sorted(self.timed),
+            "objective_load": self.objective_load,
+            "objective_lowered_at": self.objective_lowered_at,
         }
 
     @classmethod
@@ -120,10 +127,14 @@ class State:
                 scaled_to_zero=bool(record["scaled_to_zero"]),
                 start_times=tuple(float(t) for t in record["start_times"]),
                 timed=frozenset(str(name) for name in record["timed"]),
+                # Absent from records written before the objective learned a load.
+                objective_load=_optional_time(record.get("objective_load")),
+                objective_lowered_at=_optional_time(record.get("objective_lowered_at")),
             )
         except (KeyError, TypeError, ValueError) as error:
             raise ValueError(f"not an autoscaler state: {error!r}") from None
 
 
 def _optional_time(value: Any) -> float | None:
+    """A float or None, as JSON holds it."""
     return None if value is None else float(value)

@@ -236,6 +236,7 @@ def _run_sweep(
             dataclasses.asdict(s) | {"worst": s.worst.cell.label if s.worst else None}
             for s in map(result.standing, sweeping.RIVALS)
         ],
+        "objective": dataclasses.asdict(result.objective_standing()),
         "cells": sweeping.cell_records(result),
     }
     if save is not None:
@@ -271,6 +272,8 @@ def _report_sweep(result: sweeping.Sweep, elapsed: float) -> None:
     typer.echo(table(sweeping.TOTAL_HEADERS, sweeping.total_rows(result)))
     typer.echo("")
     typer.echo(table(sweeping.STANDING_HEADERS, sweeping.standing_rows(result)))
+    typer.echo("")
+    typer.echo(result.objective_standing().line())
     records = sweeping.cell_records(result)
     for dimension in sweeping.DIMENSIONS:
         typer.echo("")

@@ -16,8 +16,9 @@ from ebbtide.sim.view import ScalingPolicy
 from ebbtide.sim.workload import Workload
 from ebbtide.spec.models import InferenceEndpoint
 
-POLICIES = ("ebbtide", "hpa", "knative-kpa", "ray-serve", "fixed", "oracle")
-"""Every policy a comparison can run, in table order."""
+POLICIES = ("ebbtide", "ebbtide-objective", "hpa", "knative-kpa", "ray-serve", "fixed", "oracle")
+"""Every policy a comparison can run, in table order. `ebbtide-objective` is ebbtide with the
+platform's objective in the spec (`objective: {percentile: 99, latencyMilliseconds: ...}`)."""
 
 MEETS_OBJECTIVE_PERCENT = 1.0
 """A run meets a p99 objective when at most 1% of its requests are over it."""
@@ -42,6 +43,16 @@ def sample_endpoint(max_replicas: int = 40, cpu_target: int | None = None) -> In
             },
         }
     )
+
+
+def with_objective(endpoint: InferenceEndpoint, latency: float) -> InferenceEndpoint:
+    """The endpoint with a p99 latency objective of `latency` seconds (unless it sets one)."""
+    if endpoint.spec.autoscaling.objective is not None:
+        return endpoint
+    document = endpoint.model_dump(by_alias=True, exclude_none=True)
+    objective = {"percentile": 99, "latencyMilliseconds": latency * 1000}
+    document["spec"]["autoscaling"]["objective"] = objective
+    return InferenceEndpoint.model_validate(document)
 
 
 @dataclass(frozen=True)
@@ -105,6 +116,8 @@ def _policy(
 ) -> ScalingPolicy:
     if name == "ebbtide":
         return Autoscaler("ebbtide", policy_for(endpoint, profile))
+    if name == "ebbtide-objective":
+        return Autoscaler(name, policy_for(with_objective(endpoint, platform.objective), profile))
     if name == "hpa":
         return Autoscaler("hpa", policy_for(endpoint, KUBERNETES))
     if name == "knative-kpa":

@@ -29,6 +29,9 @@ TRACES = ("conv", "code")
 RIVALS = ("hpa", "knative-kpa", "ray-serve")
 COST_LIMIT = 1.25
 """The replica-seconds against the oracle's a cell may cost ebbtide and still count as met."""
+OBJECTIVE_POLICY = "ebbtide-objective"
+OBJECTIVE_COST_LIMIT = 1.5
+"""With the latency objective in the spec: the cost a cell may have and still count as met."""
 MAX_REPLICAS = 40
 
 
@@ -261,6 +264,32 @@ class Sweep:
 
     def cells_meeting(self, policy: str) -> int:
         return sum(1 for r in self.results if r.over(policy) <= MEETS_OBJECTIVE_PERCENT)
+
+    def objective_standing(self) -> ObjectiveStanding:
+        """ebbtide with the objective in its spec, in the cells where the oracle meets it."""
+        feasible = [r for r in self.results if r.oracle_meets]
+        met = [r for r in feasible if r.over(OBJECTIVE_POLICY) <= MEETS_OBJECTIVE_PERCENT]
+        cheap = [r for r in met if r.cost(OBJECTIVE_POLICY) <= OBJECTIVE_COST_LIMIT]
+        return ObjectiveStanding(len(feasible), len(met), len(cheap))
+
+
+@dataclass(frozen=True)
+class ObjectiveStanding:
+    """Of the cells where the oracle meets the objective: those where ebbtide with the
+    objective in its spec meets it, and meets it within `OBJECTIVE_COST_LIMIT` of the oracle's
+    replica-seconds."""
+
+    feasible: int
+    met: int
+    met_within_cost: int
+
+    def line(self) -> str:
+        share = self.met_within_cost / self.feasible if self.feasible else 0.0
+        return (
+            f"{OBJECTIVE_POLICY}: meets the objective in {self.met}/{self.feasible} of the cells "
+            f"where the oracle does, {self.met_within_cost}/{self.feasible} ({share:.0%}) at "
+            f"<= {OBJECTIVE_COST_LIMIT:g}x the oracle's replica-seconds"
+        )
 
 
 def _margin(result: CellResult, rival: str) -> float:
