@@ -12,7 +12,10 @@ simulator's inputs measured on the same live system, side by side.
    same endpoint, the calibrated CPU and start time, one replica at the start.
 
     .venv/bin/python bench/replay.py [--speedup 10] [--rate-scale 1.5] [--duration 120]
-        [--plot docs/img/replay.png]
+        [--plot docs/img/replay.png] [--objective 100]
+
+`--objective MS` sets the endpoint's latency objective (p99 within MS), live and simulated;
+both are scored against 100 ms either way.
 """
 
 from __future__ import annotations
@@ -76,8 +79,9 @@ class Live:
 class ControlPlane:
     """A control plane on a temporary home serving the seed endpoint; stopped on exit."""
 
-    def __init__(self, repository: Path) -> None:
+    def __init__(self, repository: Path, document: dict[str, Any] | None = None) -> None:
         self.repository = repository
+        self.document = document if document is not None else seed_document()
         self.directory = tempfile.TemporaryDirectory(prefix="ebbtide-replay-")
         self.home = Path(self.directory.name)
 
@@ -85,7 +89,7 @@ class ControlPlane:
         options = ["--gateway-port", "0", "--profile", "local", "--repository"]
         lifecycle.start_detached(self.home, [*options, str(self.repository)])
         self.client = ControlPlaneClient(self.home)
-        self.client.apply([yaml.safe_load(SEED.read_text())])
+        self.client.apply([self.document])
         while _status(self.client).get("readyReplicas", 0) < 1:
             SYSTEM_CLOCK.blocking_sleep(0.05)
         return self.client
@@ -94,6 +98,15 @@ class ControlPlane:
         self.client.close()
         lifecycle.stop(self.home)
         self.directory.cleanup()
+
+
+def seed_document(objective_ms: float | None = None) -> dict[str, Any]:
+    """The seed endpoint, with a p99 latency objective of `objective_ms` when given."""
+    document: dict[str, Any] = yaml.safe_load(SEED.read_text())
+    if objective_ms is not None:
+        objective = {"percentile": 99, "latencyMilliseconds": objective_ms}
+        document["spec"]["autoscaling"]["objective"] = objective
+    return document
 
 
 def _status(client: ControlPlaneClient) -> dict[str, Any]:
@@ -173,8 +186,8 @@ async def _send(url: str, body: bytes, arrivals: list[float]) -> list[Outcome]:
         return await run_open_loop(send, arrivals, SYSTEM_CLOCK)
 
 
-def run_live(repository: Path, arrivals: list[float]) -> Live:
-    with ControlPlane(repository) as client:
+def run_live(repository: Path, arrivals: list[float], document: dict[str, Any]) -> Live:
+    with ControlPlane(repository, document) as client:
         SYSTEM_CLOCK.blocking_sleep(2.0)
         url, body = _request(client)
         rescales_before = _rescales(client)
@@ -331,10 +344,12 @@ def plot(path: Path, live: Live, trace: Trace, arrivals: list[float], duration: 
     plt.close(figure)
 
 
-def simulate(workload: Workload, start_time: float, seed: int) -> tuple[Trace, Score]:
-    """ebbtide's default policy for the seed endpoint, from one replica, on the same arrivals."""
-    (document,) = parse_documents(SEED.read_text(), str(SEED))
-    endpoint = validate(document).endpoint
+def simulate(
+    workload: Workload, start_time: float, seed: int, document: dict[str, Any]
+) -> tuple[Trace, Score]:
+    """ebbtide's policy for the endpoint served live, from one replica, on the same arrivals."""
+    (parsed,) = parse_documents(yaml.safe_dump(document), str(SEED))
+    endpoint = validate(parsed).endpoint
     platform = Platform(start_time=start_time, discipline="fifo", objective=OBJECTIVE)
     policy = Autoscaler("ebbtide", policy_for(endpoint, LOCAL))
     trace = Simulation(workload, policy, platform, 1, seed).run()
@@ -351,6 +366,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--plot", type=Path, default=None)
     parser.add_argument("--calibrate-only", action="store_true")
+    parser.add_argument(
+        "--objective",
+        type=float,
+        default=None,
+        metavar="MS",
+        help="set spec.autoscaling.objective to this p99 in milliseconds, live and simulated",
+    )
     arguments = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="ebbtide-replay-models-") as models:
         subprocess.run(
@@ -377,13 +399,16 @@ def main() -> None:
             arguments.duration,
         )
         arrivals = list(workload.arrivals)
-        trace, simulated = simulate(workload, calibration.start_time, arguments.seed)
-        live = run_live(Path(models), arrivals)
+        document = seed_document(arguments.objective)
+        trace, simulated = simulate(workload, calibration.start_time, arguments.seed, document)
+        live = run_live(Path(models), arrivals, document)
     print(
         f"window: {arguments.trace.name}, first {arguments.duration:g} s at x{arguments.speedup:g}"
         f" time, x{arguments.rate_scale:g} rate: {len(arrivals)} requests "
         f"({workload.mean_rate:.1f}/s); live replay took {live.elapsed:.1f} s"
     )
+    if arguments.objective is not None:
+        print(f"spec.autoscaling.objective: p99 within {arguments.objective:g} ms")
     print_table(live_score(live), simulated)
     if arguments.plot is not None:
         plot(arguments.plot, live, trace, arrivals, workload.duration)

@@ -178,12 +178,12 @@ def test_a_met_objective_keeps_the_replicas_that_met_it_instead_of_flapping() ->
     assert met.desired == 4
 
 
-def test_the_learned_load_is_lowered_again_only_after_a_start_and_a_window() -> None:
+def test_the_learned_load_is_lowered_again_only_on_answers_after_the_last_lowering() -> None:
     # The local profile (2 s window), 2 replicas, 8 in flight. At 0.25 s answers take about
     # 400 ms: the first lowering. At 1.25 s and 2.0 s slower answers (about 2 s) would lower
-    # it again, but the window still holds the answers that asked for the last change: hold.
-    # At 2.5 s, 2 s after the lowering (no replica start measured), it is lowered again, at
-    # most halved.
+    # it again, but the window still counts from before the lowering (the reading at 0 s),
+    # so it holds. At 2.5 s the window counts from 1.25 s, after the lowering (no replica
+    # start measured to wait for), and it is lowered again, at most halved.
     resolved = policy(
         LOCAL,
         max_replicas=20,

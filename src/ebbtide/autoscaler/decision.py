@@ -41,7 +41,7 @@ from ebbtide.autoscaler.observation import Observation
 from ebbtide.autoscaler.policy import Policy
 from ebbtide.autoscaler.profiles import DirectionRules
 from ebbtide.autoscaler.state import State
-from ebbtide.autoscaler.windows import Sample, arrival_rate, concurrency, latency_counts
+from ebbtide.autoscaler.windows import Sample, arrival_rate, concurrency, latency_window
 from ebbtide.core.latency import LATENCY_BOUNDS
 from ebbtide.spec.models import Condition, MetricStatus
 from ebbtide.spec.quantity import canonical
@@ -247,15 +247,16 @@ def _objective_step(
     if policy.objective is None:
         return None, state
     window, slack = policy.metric_window, policy.sync_period / 2
-    counts = latency_counts(state.samples, window, slack, MIN_ANSWERS) or ()
+    found = latency_window(state.samples, window, slack, MIN_ANSWERS)
+    counts, since = found if found is not None else ((), now)
     ready = [r for r in observation.replicas if r.ready and not r.terminating]
     in_flight = concurrency(state.samples, window, slack)
-    # Lower the learned load once per start and window: the answers after a lowering show
-    # the replicas it asked for only once they have started and served a window, and until
-    # then the same slow answers would lower it again.
+    # Lower the learned load only on answers given after the replicas the last lowering asked
+    # for have started: until then the slow answers that lowered it would lower it again (at
+    # a low rate the window reaches back tens of seconds for enough answers).
     start = max(state.start_times, default=0.0)
     lowered = state.objective_lowered_at
-    may_lower = lowered is None or now >= lowered + start + window
+    may_lower = lowered is None or since >= lowered + start
     proposal = propose_for_objective(
         counts,
         LATENCY_BOUNDS,
@@ -318,7 +319,10 @@ def _aim(
     objective, state = _objective_step(observation, policy, state, now)
     if objective is not None:
         if objective.replicas is not None and objective.replicas > proposed:
-            proposed = record = objective.replicas
+            proposed = objective.replicas
+            # In burst mode the requests in flight are the surge's queue, which the replicas
+            # asked for drain; the windows remember what the surge itself needs.
+            record = record if in_burst else proposed
             reason = objective.message
         steps.append(Step("objective", proposed, objective.reason.value, objective.message))
     return _Aim(proposed, record, in_burst, floor, reason, tuple(steps), scale_up, state, objective)

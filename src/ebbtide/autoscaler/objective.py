@@ -43,6 +43,8 @@ GROWTH = 1.02
 """Per decision with room: doubling in 35 decisions (9 s at the local profile's 0.25 s)."""
 MOST_LOWERED = 0.5
 """The learned load is at most halved per lowering."""
+NEAR = 0.5
+"""The learned load grows only while the measured load is at least this share of it."""
 
 
 class ObjectiveReason(Enum):
@@ -99,9 +101,11 @@ def propose_for_objective(
     load = in_flight / ready if in_flight is not None else None
     if observed <= latency_seconds:
         floor = _floor(in_flight, learned, max_replicas)
-        # While the floor is what holds these replicas and there is room: try fewer.
+        # While the floor is what holds these replicas, at a load near it, with room: try
+        # fewer. (One replica holding a trickle says nothing about what it could hold.)
         holding = learned is not None and floor is not None and floor >= ready
-        if holding and observed <= ROOM * latency_seconds:
+        near = load is not None and learned is not None and load >= NEAR * learned
+        if holding and near and observed <= ROOM * latency_seconds:
             learned = (learned or 0.0) * GROWTH
         return ObjectiveProposal(
             _floor(in_flight, learned, max_replicas),

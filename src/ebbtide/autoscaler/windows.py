@@ -118,6 +118,15 @@ def latency_counts(
     `at_least` answers (a p99 needs about 100, more than a short window holds at low rates).
     None without two readings that both carry buckets of one layout, or after the counters
     went back (a gateway restart)."""
+    found = latency_window(samples, window, slack, at_least)
+    return found[0] if found is not None else None
+
+
+def latency_window(
+    samples: Sequence[Sample], window: float, slack: float, at_least: int = 0
+) -> tuple[tuple[int, ...], float] | None:
+    """`latency_counts`, and the time of the reading it counts from: the answers are those
+    given since then."""
     index = window_start(samples, window, slack)
     if index is None:
         return None
@@ -130,7 +139,7 @@ def latency_counts(
     counts = tuple(now - before for now, before in zip(latest, first, strict=True))
     if any(count < 0 for count in counts):
         return None
-    return counts
+    return counts, samples[index].time
 
 
 def _answers(sample: Sample, latest: tuple[int, ...]) -> int:
