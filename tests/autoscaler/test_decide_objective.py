@@ -17,7 +17,7 @@ from ebbtide.autoscaler import (
 )
 from ebbtide.autoscaler.windows import latency_counts
 from ebbtide.core.latency import LATENCY_BOUNDS
-from tests.autoscaler.builders import NOW, pod, pods_metric, policy
+from tests.autoscaler.builders import NOW, pod, pods_metric, policy, unready
 
 BUCKET_400MS = LATENCY_BOUNDS.index(0.4)
 """Answers between 300 ms and 400 ms."""
@@ -215,3 +215,20 @@ def test_what_the_objective_learned_survives_a_control_plane_restart() -> None:
     older = state.to_record()
     del older["objective_load"], older["objective_lowered_at"]
     assert State.from_record(older).objective_load is None
+
+
+def test_a_miss_while_replicas_start_says_they_are_starting() -> None:
+    # Two ready, one still starting: the miss asks for more, and the message says the wait
+    # for the one already asked for is part of it.
+    resolved = objective_policy()
+    fleet = (pod("r0"), pod("r1"), unready("r2"))
+    empty = counts(BUCKET_400MS, 0)
+    first = decide(
+        Observation(3, fleet, Traffic(0.0, 0, 0.0, empty, 0.0)), resolved, State(), NOW - 15
+    )
+    traffic = Traffic(4.0, 1500, 4.0 * 15, counts(BUCKET_400MS, 100), 0.0)
+    decision = decide(Observation(3, fleet, traffic), resolved, first.state, NOW)
+    objective = decision.step("objective")
+    assert objective is not None
+    assert objective.reason == "ObjectiveMissed"
+    assert objective.message.endswith("; 1 replica still starting")

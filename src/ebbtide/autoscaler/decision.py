@@ -268,6 +268,13 @@ def _objective_step(
         state.objective_load,
         may_lower,
     )
+    starting = sum(1 for r in observation.replicas if not r.ready and not r.terminating)
+    if starting and proposal.reason is ObjectiveReason.MISSED:
+        # Say what the wait is: a miss while replicas start is what slow starts cost, and
+        # no count the step asks for can shorten it.
+        took = f", which take about {start:.2g} s to start" if start else ""
+        waiting = f"; {starting} replica{'s' if starting > 1 else ''} still starting{took}"
+        proposal = replace(proposal, message=proposal.message + waiting)
     if proposal.learned != state.objective_load:
         lowered = state.objective_load is None or (proposal.learned or 0.0) < state.objective_load
         state = replace(
