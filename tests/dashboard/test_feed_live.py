@@ -111,7 +111,9 @@ def test_zero_a_request_that_wakes_it_and_the_way_back_are_in_the_feed(
         # The whole history once, then only what is new: the series of an update are short.
         whole = feed()
         series = entry(whole)["series"]
-        assert len(series["time"]) >= 5
+        # From before the wake-up to after the way back (a quiet machine does both in 4 s).
+        assert series["time"][0] <= woke["time"] <= slept["time"] <= series["time"][-1] + 1
+        assert len(series["time"]) >= 3
         assert max(v for v in series["offered"] if v is not None) > 0
         assert max(series["ready"]) >= 1
         assert series["desired"][-1] == 0
