@@ -51,7 +51,7 @@ from ebbtide.sim.calibration import (
 from ebbtide.sim.engine import Trace
 from ebbtide.sim.policies import Autoscaler
 from ebbtide.sim.report import Score, score
-from ebbtide.spec import parse_documents, validate
+from ebbtide.spec import validate_document
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "tests" / "fixtures" / "inference_endpoint.yaml"
@@ -360,8 +360,7 @@ def simulate(
     objective: float = OBJECTIVE,
 ) -> tuple[Trace, Score]:
     """ebbtide's policy for the endpoint served live, from one replica, on the same arrivals."""
-    (parsed,) = parse_documents(yaml.safe_dump(document), str(SEED))
-    endpoint = validate(parsed).endpoint
+    endpoint = validate_document(document, str(SEED)).endpoint
     platform = Platform(start_time=start_time, discipline="fifo", objective=objective)
     policy = Autoscaler("ebbtide", policy_for(endpoint, LOCAL))
     trace = Simulation(workload, policy, platform, 1, seed).run()

@@ -15,7 +15,7 @@ from ebbtide.autoscaler import (
     decide,
     explain,
 )
-from ebbtide.autoscaler.windows import latency_counts
+from ebbtide.autoscaler.windows import Sample, latency_window
 from ebbtide.core.latency import LATENCY_BOUNDS
 from tests.autoscaler.builders import NOW, pod, pods_metric, policy, unready
 
@@ -40,6 +40,14 @@ def counts(bucket: int, answers: int) -> tuple[int, ...]:
     buckets = [0] * (len(LATENCY_BOUNDS) + 1)
     buckets[bucket] = answers
     return tuple(buckets)
+
+
+def latency_counts(
+    samples: tuple[Sample, ...], window: float, slack: float, at_least: int = 0
+) -> tuple[int, ...] | None:
+    """The window's answers per bucket, without the time they are counted from."""
+    found = latency_window(samples, window, slack, at_least)
+    return found[0] if found is not None else None
 
 
 def added(first: tuple[int, ...], second: tuple[int, ...]) -> tuple[int, ...]:

@@ -255,8 +255,8 @@ def _objective_step(
     # for have started: until then the slow answers that lowered it would lower it again (at
     # a low rate the window reaches back tens of seconds for enough answers).
     start = max(state.start_times, default=0.0)
-    lowered = state.objective_lowered_at
-    may_lower = lowered is None or since >= lowered + start
+    last_lowered = state.objective_lowered_at
+    may_lower = last_lowered is None or since >= last_lowered + start
     proposal = propose_for_objective(
         counts,
         LATENCY_BOUNDS,
@@ -276,11 +276,12 @@ def _objective_step(
         waiting = f"; {starting} replica{'s' if starting > 1 else ''} still starting{took}"
         proposal = replace(proposal, message=proposal.message + waiting)
     if proposal.learned != state.objective_load:
-        lowered = state.objective_load is None or (proposal.learned or 0.0) < state.objective_load
+        previous = state.objective_load
+        lowered = previous is None or (proposal.learned or 0.0) < previous
         state = replace(
             state,
             objective_load=proposal.learned,
-            objective_lowered_at=now if lowered else state.objective_lowered_at,
+            objective_lowered_at=now if lowered else last_lowered,
         )
     return proposal, state
 

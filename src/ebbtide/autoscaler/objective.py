@@ -1,6 +1,6 @@
 """The latency objective step: how many replicas the observed latency asks for.
 
-The gateway measures each answer's latency into fixed buckets (`latency_counts` over
+The gateway measures each answer's latency into fixed buckets (`counts` over
 `bounds`, one more bucket for everything above). Over one metric window the step reads the
 objective's percentile from those counts and compares it with the objective. What it learns
 is a load: the requests in flight per ready replica at which the objective holds (`learned`,
@@ -86,7 +86,8 @@ def propose_for_objective(
     name = f"p{percentile:g}"
     goal = f"{latency_seconds * 1000:g} ms"
     ready = max(ready, 1)
-    if sum(counts) < MIN_ANSWERS:
+    total = sum(counts)
+    if total < MIN_ANSWERS:
         return ObjectiveProposal(
             _floor(in_flight, learned, max_replicas),
             None,
@@ -115,8 +116,7 @@ def propose_for_objective(
             learned,
         )
     over = answers_over(counts, bounds, latency_seconds)
-    acting = may_lower and _significant(over, sum(counts), percentile)
-    wanted = _floor(in_flight, learned, max_replicas) or ready
+    acting = may_lower and _significant(over, total, percentile)
     if acting:
         if load is not None and load > 0:
             scaled = load * latency_seconds / observed
@@ -128,6 +128,8 @@ def propose_for_objective(
             _floor(in_flight, learned, max_replicas) or 0,
             math.ceil(ready * observed / latency_seconds - 1e-9),
         )
+    else:
+        wanted = _floor(in_flight, learned, max_replicas) or ready
     if ready >= max_replicas:
         return ObjectiveProposal(
             max_replicas,
@@ -143,9 +145,9 @@ def propose_for_objective(
     elif not may_lower:
         outcome = f"holding {wanted} until the replicas it asked for have served a window"
     else:
-        allowed = (100.0 - percentile) / 100.0 * sum(counts)
+        allowed = (100.0 - percentile) / 100.0 * total
         outcome = (
-            f"holding {wanted}: {over:.0f} of {sum(counts)} answers over it is within chance "
+            f"holding {wanted}: {over:.0f} of {total} answers over it is within chance "
             f"of the {allowed:.0f} allowed"
         )
     return ObjectiveProposal(

@@ -110,23 +110,14 @@ def concurrency(samples: Sequence[Sample], window: float, slack: float) -> Rate 
     return Rate(sum(readings) / len(readings), first.time, latest.time)
 
 
-def latency_counts(
-    samples: Sequence[Sample], window: float, slack: float, at_least: int = 0
-) -> tuple[int, ...] | None:
-    """Answers per latency bucket over the window: the difference of two counter readings,
-    reaching back past the window to older readings the samples keep until it holds
-    `at_least` answers (a p99 needs about 100, more than a short window holds at low rates).
-    None without two readings that both carry buckets of one layout, or after the counters
-    went back (a gateway restart)."""
-    found = latency_window(samples, window, slack, at_least)
-    return found[0] if found is not None else None
-
-
 def latency_window(
     samples: Sequence[Sample], window: float, slack: float, at_least: int = 0
 ) -> tuple[tuple[int, ...], float] | None:
-    """`latency_counts`, and the time of the reading it counts from: the answers are those
-    given since then."""
+    """Answers per latency bucket over the window, and the time of the reading they are
+    counted from: the difference of two counter readings, reaching back past the window to
+    older readings the samples keep until it holds `at_least` answers (a p99 needs about 100,
+    more than a short window holds at low rates). None without two readings that both carry
+    buckets of one layout, or after the counters went back (a gateway restart)."""
     index = window_start(samples, window, slack)
     if index is None:
         return None

@@ -49,7 +49,7 @@ def with_objective(endpoint: InferenceEndpoint, latency: float) -> InferenceEndp
     """The endpoint with a p99 latency objective of `latency` seconds (unless it sets one)."""
     if endpoint.spec.autoscaling.objective is not None:
         return endpoint
-    document = endpoint.model_dump(by_alias=True, exclude_none=True)
+    document = endpoint.manifest()
     objective = {"percentile": 99, "latencyMilliseconds": latency * 1000}
     document["spec"]["autoscaling"]["objective"] = objective
     return InferenceEndpoint.model_validate(document)
