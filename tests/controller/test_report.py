@@ -46,3 +46,31 @@ def test_a_draining_replica_shows_as_terminating_and_not_ready() -> None:
     assert pod["metadata"]["labels"] == {"app": "iris", "pod-template-hash": TEMPLATE.hash}
     assert pod["metadata"]["creationTimestamp"] == "2026-01-01T00:00:00Z"
     assert pod["status"]["usage"] == {"cpu": "0m", "memory": "0Mi"}
+
+
+def test_the_status_shows_where_the_latency_objective_stands() -> None:
+    from tests.autoscaler.test_decide_objective import (
+        BUCKET_400MS,
+        counts,
+        objective_policy,
+        two_readings,
+    )
+
+    decision = two_readings(objective_policy(), 2, counts(BUCKET_400MS, 100))
+    status = endpoint_status(
+        [replica("a", True), replica("b", True)],
+        desired=decision.desired,
+        decision=decision,
+        conditions=[],
+        generation=1,
+        url="http://127.0.0.1:8080/endpoints/iris",
+        explanation=None,
+        last_scale_time=None,
+    )
+    # p99 399 ms against 200 ms at 2 in flight per replica: it holds at 2 x 200/399.
+    assert status["objective"] == {"observedMilliseconds": 399.0, "learnedLimit": 1.0025}
+    without = endpoint_status(
+        [], desired=1, decision=None, conditions=[], generation=1, url="", explanation=None,
+        last_scale_time=None,
+    )  # fmt: skip
+    assert "objective" not in without

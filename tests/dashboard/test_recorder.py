@@ -225,3 +225,26 @@ def test_a_restarted_gateway_measures_nothing_rather_than_negative_rates(clock: 
     clock.advance(1.0)
     after = TrafficStats(clock.now()).snapshot(clock.now(), 0, 0, 1, {})
     assert traffic_between(before, after) == (None, None, None, None, None)
+
+
+def test_the_latency_chart_draws_the_spec_objective_over_the_annotation(
+    clock: FakeClock, fleet: Fleet
+) -> None:
+    store = memory_store(clock)
+    manifest = endpoint(objective={"latencyMilliseconds": 40, "percentile": 95}).manifest()
+    manifest["metadata"]["annotations"] = {"mlops.example.com/latency-objective-ms": "70"}
+    store.apply([Write(KEY, manifest, None)])
+    recorder = Recorder(store, fleet.snapshot, clock, RecorderSettings(interval=1.0, window=5.0))
+    recorder.sample()
+    (entry,) = build_feed(recorder)["endpoints"]
+    assert entry["latencyObjective"] == {
+        "seconds": 0.04,
+        "percentile": 95.0,
+        "source": "spec.autoscaling.objective",
+    }
+    plain = endpoint().manifest()
+    plain["metadata"]["annotations"] = {"mlops.example.com/latency-objective-ms": "70"}
+    store.apply([Write(KEY, plain, None)])
+    recorder.sample()
+    (entry,) = build_feed(recorder)["endpoints"]
+    assert entry["latencyObjective"]["seconds"] == pytest.approx(0.07)

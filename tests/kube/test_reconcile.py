@@ -285,6 +285,13 @@ def test_class_ebbtide_status_keeps_what_the_scaling_loop_wrote() -> None:
                 "message": "m",
                 "lastTransitionTime": "2026-03-01T12:00:00Z",
             },
+            {
+                "type": "ObjectiveMet",
+                "status": "False",
+                "reason": "ObjectiveMissed",
+                "message": "p99 latency 399 ms is over the objective 200 ms: 2 → 4",
+                "lastTransitionTime": "2026-03-01T12:00:00Z",
+            },
         ],
     }
     status = {**first.status, **scaler}

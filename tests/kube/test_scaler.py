@@ -134,3 +134,31 @@ async def run_loop(url: str, load: dict[str, float]) -> None:
         assert cluster.scaled == before
     finally:
         await scaler.stop()
+
+
+def test_a_restarted_operator_starts_from_the_limit_the_status_kept() -> None:
+    asyncio.run(starts_from_the_kept_limit())
+
+
+async def starts_from_the_kept_limit() -> None:
+    from tests.kube.test_scaling import objective_endpoint
+
+    async with stand_in() as (url, load):
+        cluster, clock = ClusterDouble(), FakeClock(start=100.0)
+        endpoint = ObjectRef.endpoint(NAMESPACE, NAME)
+        # What an earlier operator learned: one request in flight per replica holds the
+        # objective. The concurrency target (2 per replica) alone would ask for 2 replicas.
+        cluster.objects[endpoint]["status"] = {"objective": {"learnedLimit": 1.0}}
+        load.update(in_flight=4, arrivals=4)
+        scaler = Scaler(cluster, [url], clock=clock)
+        try:
+            scaler.track((NAMESPACE, NAME), objective_endpoint(), "u")
+            for _ in range(8):
+                await settle()
+                advance(clock, load)
+                if cluster.scaled:
+                    break
+            assert cluster.scaled == [4]
+            assert cluster.objects[endpoint]["status"]["objective"] == {"learnedLimit": 1.0}
+        finally:
+            await scaler.stop()

@@ -4,6 +4,7 @@ gateway reports → Observation → the same `decide` as locally → scale patch
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -252,3 +253,46 @@ def test_moving_figures_alone_wait_for_the_quiet_period_a_rescale_does_not() -> 
     writes = act(rescale, explain(rescale, policy), first.status, False, WALL, quiet=True)
     assert writes.replicas is not None
     assert writes.status["desiredReplicas"] == writes.replicas
+
+
+def objective_endpoint(latency_ms: float = 200) -> InferenceEndpoint:
+    document = ebbtide_endpoint().model_dump(by_alias=True, exclude_none=True)
+    document["spec"]["autoscaling"]["objective"] = {"latencyMilliseconds": latency_ms}
+    return validate_document(document).endpoint
+
+
+def test_the_objective_standing_is_written_and_a_figure_it_lost_is_nulled() -> None:
+    from ebbtide.core.latency import LATENCY_BOUNDS
+
+    policy = policy_for(objective_endpoint(), LOCAL)
+    slow = [0] * (len(LATENCY_BOUNDS) + 1)
+    slow[LATENCY_BOUNDS.index(0.4)] = 200  # p99 in (300 ms, 400 ms]: over 200 ms
+    fleet = [pod("p0")]
+    state = State()
+    for when, answers in ((1.0, [0] * len(slow)), (16.0, slow)):
+        counted = replace(report(2, sum(answers), 2 * when), latency_counts=tuple(answers))
+        book = TrafficBook().update([reading("a", 1.0, counted)], ["a"])
+        seen = observation({"spec": {"replicas": 1}}, fleet, {}, book.traffic(KEY), when, WALL)
+        decision = decide(seen, policy, state, when)
+        state = decision.state
+    writes = act(decision, explain(decision, policy), {}, False, WALL)
+    assert writes.replicas is not None
+    assert writes.replicas > 1
+    standing = writes.status["objective"]
+    assert 300 < standing["observedMilliseconds"] <= 400
+    observed = standing["observedMilliseconds"] / 1000
+    assert standing["learnedLimit"] == pytest.approx(2 * 0.2 / observed, rel=1e-3)
+    # Too few answers in the next window: no percentile, so the patch nulls the old one
+    # (a merge patch would otherwise keep it) and keeps the limit.
+    assert decision.objective is not None
+    quiet = replace(decision, objective=replace(decision.objective, observed=None))
+    later = act(quiet, explain(quiet, policy), writes.status, False, WALL)
+    assert later.status["objective"] == {
+        "observedMilliseconds": None,
+        "learnedLimit": standing["learnedLimit"],
+    }
+    # The objective left the spec: what it learned is dropped, and the whole field goes.
+    plain = policy_for(ebbtide_endpoint(), LOCAL)
+    gone = decide(seen, plain, state, 16.25)
+    assert gone.state.objective_load is None
+    assert act(gone, explain(gone, plain), writes.status, False, WALL).status["objective"] is None

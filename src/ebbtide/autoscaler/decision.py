@@ -69,6 +69,9 @@ class Decision:
     timing: release.Timing | None = None
     """The scale-down window and burst hold this decision used, when they follow the measured
     replica start (`Policy.release`)."""
+    objective: ObjectiveProposal | None = None
+    """What the latency objective asked for, when the policy has one and the decision read it
+    (not at zero, where there are no answers to read)."""
 
     @property
     def rescale(self) -> bool:
@@ -218,7 +221,10 @@ def _normalize(
         *_objective_condition(aim.objective),
     )
     rescale = reason if desired != current else ""
-    return Decision(desired, current, tuple(steps), state, conditions, proposals, rescale)
+    return Decision(
+        desired, current, tuple(steps), state, conditions, proposals, rescale,
+        objective=aim.objective,
+    )  # fmt: skip
 
 
 _OBJECTIVE_STATUS: dict[ObjectiveReason, ConditionStatus] = {
@@ -245,7 +251,8 @@ def _objective_step(
     """The latency objective over the stable window's answers, against the ready replicas and
     the requests in flight; the state keeps the load it learned."""
     if policy.objective is None:
-        return None, state
+        # Nothing learned for an objective that left the spec carries over to a new one.
+        return None, replace(state, objective_load=None, objective_lowered_at=None)
     window, slack = policy.metric_window, policy.sync_period / 2
     found = latency_window(state.samples, window, slack, MIN_ANSWERS)
     counts, since = found if found is not None else ((), now)

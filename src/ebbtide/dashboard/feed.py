@@ -132,6 +132,15 @@ def series(points: Sequence[Point]) -> dict[str, Any]:
 
 
 def _objective(endpoint: InferenceEndpoint, default: float) -> dict[str, Any]:
+    """The line drawn on the latency chart: the spec's objective, which the autoscaler acts
+    on, else the annotation (a line to look at, nothing more), else the default."""
+    declared = endpoint.spec.autoscaling.objective
+    if declared is not None:
+        return {
+            "seconds": declared.latency_milliseconds / 1000,
+            "percentile": declared.percentile,
+            "source": "spec.autoscaling.objective",
+        }
     text = endpoint.metadata.annotations.get(OBJECTIVE_ANNOTATION)
     if text is not None:
         try:

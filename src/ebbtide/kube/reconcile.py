@@ -45,6 +45,10 @@ def child_kinds(hpa_api_version: str = HPA_V2) -> tuple[tuple[str, str], ...]:
 
 
 HPA_CONDITIONS = ("AbleToScale", "ScalingActive", "ScalingLimited")
+SCALING_LOOP_CONDITIONS = (*HPA_CONDITIONS, "ScaledToZero", "ObjectiveMet")
+"""The conditions the operator's scaling loop writes for a class-ebbtide endpoint: a pass of
+this reconciler keeps them as they are (the status is a merge patch, and a list in one is
+replaced whole)."""
 
 
 @dataclass(frozen=True, order=True)
@@ -303,7 +307,7 @@ def _ready_condition(
 
 
 def _hpa_conditions(hpa_status: Mapping[str, Any], ebbtide: bool = False) -> list[dict[str, Any]]:
-    kinds = (*HPA_CONDITIONS, "ScaledToZero") if ebbtide else HPA_CONDITIONS
+    kinds = SCALING_LOOP_CONDITIONS if ebbtide else HPA_CONDITIONS
     conditions = []
     for condition in hpa_status.get("conditions") or []:
         if condition.get("type") in kinds:

@@ -18,12 +18,21 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import httpx
 
-from ebbtide.autoscaler import LOCAL, Policy, Profile, State, decide, explain, policy_for
+from ebbtide.autoscaler import (
+    LOCAL,
+    Policy,
+    Profile,
+    State,
+    decide,
+    explain,
+    learned_limit,
+    policy_for,
+)
 from ebbtide.core.clock import SYSTEM_CLOCK, Clock
 from ebbtide.core.errors import KubernetesError
 from ebbtide.kube.install import DEFAULT_OPERATOR_NAMESPACE, GATEWAY_ADMIN_PORT, GATEWAY_APP
@@ -79,6 +88,9 @@ class _Tracked:
     usage: dict[str, PodUsage] = field(default_factory=dict)
     usage_read: float | None = None
     status_written: float | None = None
+    seeded: bool = False
+    """Whether the state has taken what the endpoint's status kept from an earlier operator
+    (the objective's learned limit)."""
 
 
 class Scaler:
@@ -227,6 +239,12 @@ class Scaler:
         await self.read_traffic()
         now, wall = self.clock.now(), self.clock.wall()
         seen = observation(deployment, pods, tracked.usage, self._book.traffic(key), now, wall)
+        if not tracked.seeded:
+            # Other state holds monotonic times of a process that is gone; the limit is a load.
+            tracked.seeded = True
+            kept = learned_limit(body.get("status"))
+            if kept is not None and tracked.state.objective_load is None:
+                tracked.state = replace(tracked.state, objective_load=kept)
         decision = decide(seen, tracked.policy, tracked.state, now)
         tracked.state = decision.state
         explanation = explain(decision, tracked.policy)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from ebbtide.autoscaler import objective_status
 from ebbtide.autoscaler.decision import Decision
 from ebbtide.autoscaler.observation import Observation, ReplicaSample, Traffic
 from ebbtide.gateway.channel import EndpointReport
@@ -27,7 +28,6 @@ from ebbtide.spec.quantity import QuantityError, parse_quantity
 Key = tuple[str, str]
 """(namespace, name) of an endpoint."""
 
-SCALING_CONDITIONS = ("AbleToScale", "ScalingActive", "ScalingLimited", "ScaledToZero")
 STALE_METRICS_SECONDS = 60.0
 """A PodMetrics sample older than this is left out: the pod counts as one without a CPU
 reading, which the policy treats as the HPA treats a pod with a missing metric."""
@@ -35,7 +35,7 @@ EVENT_SOURCE = "ebbtide-operator"
 STATUS_QUIET_SECONDS = 1.0
 """While only the figures move (currentMetrics, the explanation's numbers), the status is
 written at most this often: every write is a watch event the reconciler answers."""
-FIGURES = frozenset({"currentMetrics", "explanation"})
+FIGURES = frozenset({"currentMetrics", "explanation", "objective"})
 
 
 # -- traffic: the gateways' reports, summed -------------------------------------------------
@@ -268,12 +268,23 @@ def act(
         "conditions": merged_conditions(previous.get("conditions"), decision, stamp),
         "explanation": explanation,
     }
+    objective = objective_status(decision.objective, decision.state.objective_load)
+    if objective is not None:
+        status["objective"] = objective
     events: tuple[EventNote, ...] = ()
     if rescale:
         status["lastScaleTime"] = stamp
         message = decision.event or f"New size: {decision.desired}"
         events = (EventNote("Normal", "SuccessfulRescale", message),)
     changed = {key: value for key, value in status.items() if previous.get(key) != value}
+    before = previous.get("objective")
+    if isinstance(before, Mapping):
+        # A merge patch merges objects: a figure the decision no longer has is nulled, and
+        # the whole field when the objective left the spec.
+        if objective is None:
+            changed["objective"] = None
+        elif "objective" in changed:
+            changed["objective"] = {**dict.fromkeys(before), **objective}
     if quiet and changed.keys() <= FIGURES:
         changed = {}
     return Act(decision.desired if rescale else None, changed, events)

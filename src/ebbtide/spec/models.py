@@ -450,6 +450,27 @@ class MetricStatus(Frozen):
     )
 
 
+class ObjectiveStatus(Frozen):
+    """Where the latency objective stands: the percentile last measured and the load per
+    replica the autoscaler learned it holds at. Kept in the status so that a restarted
+    autoscaler (the operator's pod rescheduled, the local control plane restarted) starts from
+    what was learned instead of missing the objective again to relearn it."""
+
+    observed_milliseconds: float | None = Field(
+        default=None,
+        alias="observedMilliseconds",
+        description="The objective's percentile over the last metric window, in milliseconds; "
+        "unset while the window holds too few answers to place it.",
+    )
+    learned_limit: float | None = Field(
+        default=None,
+        alias="learnedLimit",
+        ge=0,
+        description="Requests in flight per ready replica at which the objective holds, as "
+        "learned; unset until the objective was first missed.",
+    )
+
+
 class EndpointStatus(Frozen):
     """What the controller observed and decided."""
 
@@ -473,6 +494,10 @@ class EndpointStatus(Frozen):
         default=None,
         description="Why the endpoint has the replicas it has, in one sentence: the last "
         "scaling decision, its metric against the target, and what limited it.",
+    )
+    objective: ObjectiveStatus | None = Field(
+        default=None,
+        description="The latency objective's standing, when spec.autoscaling.objective is set.",
     )
 
 
