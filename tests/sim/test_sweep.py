@@ -26,8 +26,11 @@ def test_the_small_grid_runs_every_policy_on_every_cell_and_repeats_itself(
     assert {r.cell.workload for r in first.results} == {"conv", "code", "spike", "diurnal"}
     for result in first.results:
         assert [s.policy for s in result.scores][:4] == list(POLICIES[:4])
-        assert result.scores[-1].policy == "oracle"
+        assert [s.policy for s in result.scores][-2:] == ["oracle", "reactive-oracle"]
         assert result.cost("oracle") == 1.0
+        # Without foresight it cannot do better than the oracle at the same cost.
+        if result.over("reactive-oracle") < result.over("oracle"):
+            assert result.cost("reactive-oracle") > 1.0
         assert len({s.requests for s in result.scores}) == 1
 
 
@@ -56,6 +59,14 @@ def test_standings_and_totals_add_up(swept: sweep.Sweep) -> None:
     assert [row[0] for row in rows] == list(POLICIES)
     records = sweep.cell_records(result)
     assert list(records[0]) == sweep.record_fields()
+    standing = result.objective_standing()
+    reachable = [
+        r for r in result.results
+        if r.oracle_meets and r.over("reactive-oracle") <= 1.0 and r.cost("reactive-oracle") <= 1.5
+    ]  # fmt: skip
+    assert standing.reachable == len(reachable)
+    assert standing.reachable_met_within_cost <= min(standing.reachable, standing.met_within_cost)
+    assert "without foresight: the reactive-oracle meets it" in standing.line()
 
 
 def test_the_heat_map_is_a_png(swept: sweep.Sweep, tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from ebbtide.autoscaler import PROFILES, policy_for
 from ebbtide.cli.output import table
 from ebbtide.core.errors import EbbtideError, SpecError
 from ebbtide.sim import (
+    DEFAULT_POLICIES,
     POLICIES,
     SHAPES,
     Comparison,
@@ -83,7 +84,7 @@ def simulate(
     timeout: Annotated[float, typer.Option(help="Seconds a client waits.")] = 30.0,
     policies: Annotated[
         str, typer.Option(help=f"Comma-separated, from: {', '.join(POLICIES)}.")
-    ] = ",".join(POLICIES),
+    ] = ",".join(DEFAULT_POLICIES),
     fixed: Annotated[
         int | None, typer.Option(help="Size of the fixed fleet (default: the oracle's peak).")
     ] = None,

@@ -6,7 +6,7 @@ arrivals, and scores each: requests over the latency objective, refused or aband
 replica-seconds and scaling actions. `ebbtide simulate` is its command line.
 """
 
-from ebbtide.sim.compare import POLICIES, Comparison, compare
+from ebbtide.sim.compare import DEFAULT_POLICIES, POLICIES, Comparison, compare
 from ebbtide.sim.engine import Simulation, Trace
 from ebbtide.sim.platform import Platform
 from ebbtide.sim.report import Score, plot, table_rows
@@ -20,6 +20,7 @@ from ebbtide.sim.workload import (
 )
 
 __all__ = [
+    "DEFAULT_POLICIES",
     "POLICIES",
     "SHAPES",
     "Comparison",

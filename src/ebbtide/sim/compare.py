@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from ebbtide.autoscaler import KUBERNETES, LOCAL, Profile, policy_for
 from ebbtide.core.errors import EbbtideError
 from ebbtide.sim.engine import Simulation, Trace
-from ebbtide.sim.oracle import Oracle, candidates
+from ebbtide.sim.oracle import Oracle, ReactiveOracle, candidates
 from ebbtide.sim.platform import Platform
 from ebbtide.sim.policies import Autoscaler, Fixed, Knative, RayServe
 from ebbtide.sim.report import Score, score
@@ -16,9 +16,23 @@ from ebbtide.sim.view import ScalingPolicy
 from ebbtide.sim.workload import Workload
 from ebbtide.spec.models import InferenceEndpoint
 
-POLICIES = ("ebbtide", "ebbtide-objective", "hpa", "knative-kpa", "ray-serve", "fixed", "oracle")
+POLICIES = (
+    "ebbtide",
+    "ebbtide-objective",
+    "hpa",
+    "knative-kpa",
+    "ray-serve",
+    "fixed",
+    "oracle",
+    "reactive-oracle",
+)
 """Every policy a comparison can run, in table order. `ebbtide-objective` is ebbtide with the
-platform's objective in the spec (`objective: {percentile: 99, latencyMilliseconds: ...}`)."""
+platform's objective in the spec (`objective: {percentile: 99, latencyMilliseconds: ...}`);
+`reactive-oracle` the oracle without foresight (`ReactiveOracle`), a reference like the
+oracle."""
+DEFAULT_POLICIES = POLICIES[:-1]
+"""What `ebbtide simulate` runs unless told: the reactive oracle is calibrated as the oracle is
+(up to ten runs), so it is asked for, or run by the sweep."""
 
 MEETS_OBJECTIVE_PERCENT = 1.0
 """A run meets a p99 objective when at most 1% of its requests are over it."""
@@ -77,7 +91,7 @@ def compare(
     endpoint: InferenceEndpoint,
     platform: Platform,
     seed: int = 0,
-    policies: Sequence[str] = POLICIES,
+    policies: Sequence[str] = DEFAULT_POLICIES,
     fixed: int | None = None,
     oracle_utilization: float | None = None,
     profile: Profile = LOCAL,
@@ -97,6 +111,12 @@ def compare(
     for name in policies:
         if name == "oracle":
             results.append((score("oracle", oracle_trace, platform), oracle_trace))
+            continue
+        if name == "reactive-oracle":
+            _, reactive_trace = calibrated_oracle(
+                workload, platform, seed, low, high, oracle_utilization, ReactiveOracle
+            )
+            results.append((score(name, reactive_trace, platform), reactive_trace))
             continue
         policy = _policy(name, endpoint, platform, profile, fixed or oracle.peak, low, high)
         initial = fixed or oracle.peak if name == "fixed" else start
@@ -134,11 +154,13 @@ def calibrated_oracle(
     low: int,
     high: int,
     utilization: float | None,
+    kind: type[Oracle] = Oracle,
 ) -> tuple[Oracle, Trace]:
-    """The highest utilization whose clairvoyant run meets the objective."""
+    """The highest utilization whose run of the oracle (`kind`: the clairvoyant one, or the
+    reactive one) meets the objective; the lowest tried when none does."""
     tried: tuple[Oracle, Trace] | None = None
     for level in candidates(utilization):
-        oracle = Oracle(workload, platform, level, low, high)
+        oracle = kind(workload, platform, level, low, high)
         trace = Simulation(workload, oracle, platform, oracle.initial, seed).run()
         tried = (oracle, trace)
         if score("oracle", trace, platform).over_objective_percent <= MEETS_OBJECTIVE_PERCENT:

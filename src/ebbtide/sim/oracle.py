@@ -7,6 +7,10 @@ when that quarter begins, and lets them go as soon as they are no longer needed.
 picks the highest utilization (so the fewest replicas) whose run still meets the objective
 (at most 1% of requests over it, a p99 within it): that run is the cost floor the policies are
 measured against.
+
+`ReactiveOracle` is the same schedule without the foresight: what a policy that measures
+perfectly but does not predict could do. Where it cannot meet the objective at a cost near the
+oracle's, the replica start, not the policy, is the limit.
 """
 
 from __future__ import annotations
@@ -56,6 +60,37 @@ class Oracle:
         last = int((now + self.lead) / RESOLUTION + 1e-9) + 1
         window = self.need[first : last + 1]
         return max(window) if window else (self.need[-1] if self.need else 1)
+
+
+class ReactiveOracle(Oracle):
+    """The oracle without foresight. It knows exactly the CPU that arrived in each quarter
+    second once that quarter is over (never one still to come), asks for the replicas the last
+    one needed, and keeps the most any quarter of the last `hold` seconds needed, so that a
+    burst that returns finds them: `HOLD_STARTS` replica starts, at least `MIN_HOLD` seconds.
+    It reacts in one quarter, with no window to fill and no tolerance."""
+
+    HOLD_STARTS = 4.0
+    MIN_HOLD = 2.0
+
+    def __init__(
+        self,
+        workload: Workload,
+        platform: Platform,
+        utilization: float,
+        min_replicas: int,
+        max_replicas: int,
+    ) -> None:
+        super().__init__(workload, platform, utilization, min_replicas, max_replicas)
+        self.name = "reactive-oracle"
+        self.hold = max(self.MIN_HOLD, self.HOLD_STARTS * platform.start_time)
+
+    def _at(self, now: float) -> int:
+        last = int(now / RESOLUTION + 1e-9) - 1  # the last quarter that is over
+        if last < 0 or not self.need:
+            # The first quarter: every policy starts warm, with the oracle's first count.
+            return self.need[0] if self.need else 1
+        first = max(0, int((now - self.hold) / RESOLUTION + 1e-9) - 1)
+        return max(self.need[first : last + 1])
 
 
 def need_per_bucket(
