@@ -238,5 +238,11 @@ def test_a_miss_while_replicas_start_says_they_are_starting() -> None:
     decision = decide(Observation(3, fleet, traffic), resolved, first.state, NOW)
     objective = decision.step("objective")
     assert objective is not None
-    assert objective.reason == "ObjectiveMissed"
-    assert objective.message.endswith("; 1 replica still starting")
+    assert objective.reason == "ObjectiveMissedWhileStarting"
+    assert objective.message.endswith(
+        "; 1 replica still starting: the traffic rose faster than replicas start "
+        "(more minReplicas, or faster starts, would hold it)"
+    )
+    met = decision.condition("ObjectiveMet")
+    assert met is not None
+    assert (met.status, met.reason) == ("False", "ObjectiveMissedWhileStarting")

@@ -231,6 +231,7 @@ _OBJECTIVE_STATUS: dict[ObjectiveReason, ConditionStatus] = {
     ObjectiveReason.NO_DATA: "Unknown",
     ObjectiveReason.MET: "True",
     ObjectiveReason.MISSED: "False",
+    ObjectiveReason.MISSED_WHILE_STARTING: "False",
     ObjectiveReason.UNMEETABLE_AT_MAX: "False",
 }
 
@@ -280,8 +281,16 @@ def _objective_step(
         # Say what the wait is: a miss while replicas start is what slow starts cost, and
         # no count the step asks for can shorten it.
         took = f", which take about {start:.2g} s to start" if start else ""
-        waiting = f"; {starting} replica{'s' if starting > 1 else ''} still starting{took}"
-        proposal = replace(proposal, message=proposal.message + waiting)
+        waiting = (
+            f"; {starting} replica{'s' if starting > 1 else ''} still starting{took}: the "
+            "traffic rose faster than replicas start (more minReplicas, or faster starts, "
+            "would hold it)"
+        )
+        proposal = replace(
+            proposal,
+            reason=ObjectiveReason.MISSED_WHILE_STARTING,
+            message=proposal.message + waiting,
+        )
     if proposal.learned != state.objective_load:
         previous = state.objective_load
         lowered = previous is None or (proposal.learned or 0.0) < previous

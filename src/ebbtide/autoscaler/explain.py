@@ -134,7 +134,8 @@ def _extension(decision: Decision) -> str | None:
     objective = decision.step("objective")
     if objective is not None and objective.reason == "ObjectiveUnmeetableAtMaxReplicas":
         return f"objective unmet at {current} replicas: {objective.message}"
-    if objective is not None and objective.reason == "ObjectiveMissed" and desired > current:
+    missed = ("ObjectiveMissed", "ObjectiveMissedWhileStarting")
+    if objective is not None and objective.reason in missed and desired > current:
         return f"scaling up {current} → {desired} for the latency objective: {objective.message}"
     return None
 

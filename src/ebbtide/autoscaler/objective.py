@@ -53,6 +53,9 @@ class ObjectiveReason(Enum):
     NO_DATA = "ObjectiveNoData"
     MET = "ObjectiveMet"
     MISSED = "ObjectiveMissed"
+    MISSED_WHILE_STARTING = "ObjectiveMissedWhileStarting"
+    """Over it while replicas it asked for are still starting: the start is what the miss
+    costs, and no count asked for now shortens it."""
     UNMEETABLE_AT_MAX = "ObjectiveUnmeetableAtMaxReplicas"
 
 
