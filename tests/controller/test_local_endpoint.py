@@ -451,3 +451,5 @@ def test_an_endpoint_with_a_latency_objective_reports_whether_it_is_met(
     assert re.fullmatch(r"p99 latency [\d.]+ ms is within the objective 2000 ms", seen["message"])
     assert "ObjectiveMet" in described
     assert "is within the objective 2000 ms" in described
+    # The objective's own line, from status.objective: what it is, and where it stands now.
+    assert re.search(r"Latency objective: +p99 within 2000 ms; now [\d.]+ ms", described), described
