@@ -17,46 +17,17 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from testbed import apps
 
-from ebbtide.kube.install import GATEWAY_APP, GATEWAY_DATA_PORT
 from tests.kube.conftest import KubeTarget
+from tests.kube.endpoint_e2e import EndpointCluster, endpoint_applied
 from tests.kube.gateway_load import GatewayLoad
-from tests.kube.test_cluster_e2e import (
-    MODEL,
-    OPERATOR_NAMESPACE,
-    Walkthrough,
-    eventually,
-    load_models,
-)
+from tests.kube.test_cluster_e2e import eventually
 from tests.spec.cases import SEED
 
 pytestmark = [pytest.mark.cluster, pytest.mark.integration, pytest.mark.timeout(420)]
 NAME = "scaled-by-ebbtide"
 NAMESPACE = "ebbtide-autoscaling-e2e"
 IDLE_SECONDS = 5
-
-
-class Cluster(Walkthrough):
-    def get(self, kind: str, name: str = NAME, namespace: str = NAMESPACE) -> Any:
-        return super().get(kind, name, namespace)
-
-    def replicas(self) -> int:
-        deployment = self.get("deployment") or {}
-        return int((deployment.get("spec") or {}).get("replicas") or 0)
-
-    def gateway(self) -> str:
-        """The infer URL through a ready gateway pod, or "" while none is ready."""
-        pods = self.kubectl(
-            "get", "pods", "-n", OPERATOR_NAMESPACE, "-l",
-            f"app.kubernetes.io/name={GATEWAY_APP}", "-o", "json",
-        ).stdout  # fmt: skip
-        for pod in json.loads(pods)["items"]:
-            conditions = {c["type"]: c["status"] for c in pod["status"].get("conditions", [])}
-            if conditions.get("Ready") == "True" and not pod["metadata"].get("deletionTimestamp"):
-                address = f"http://{pod['status']['podIP']}:{GATEWAY_DATA_PORT}"
-                return f"{address}/endpoints/{NAME}/v2/models/{MODEL}/infer"
-        return ""
 
 
 def endpoint() -> dict[str, Any]:
@@ -84,37 +55,25 @@ def endpoint() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def cluster(kube_target: KubeTarget, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def cluster(
+    kube_target: KubeTarget, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[EndpointCluster]:
     directory = tmp_path_factory.mktemp("autoscaling")
-    kubeconfig = kube_target.with_namespace(NAMESPACE, directory)
-    cluster = Cluster(kube_target, kubeconfig, directory, directory / "endpoint.yaml")
-    cluster.kubectl("create", "namespace", NAMESPACE)
-    try:
-        apps.install(kubeconfig, wait_for=())
-        # An earlier module may have scaled these; this one needs both, as installed.
-        for deployment, replicas in ((GATEWAY_APP, 2), ("ebbtide-operator", 1)):
-            cluster.kubectl("-n", OPERATOR_NAMESPACE, "scale", f"deployment/{deployment}",
-                            f"--replicas={replicas}")  # fmt: skip
-            cluster.kubectl(
-                "-n", OPERATOR_NAMESPACE, "rollout", "status", f"deployment/{deployment}",
-                "--timeout=120s", timeout=150,
-            )  # fmt: skip
-        load_models(cluster)
-        cluster.kubectl("apply", "-f", str(cluster.write(endpoint())))
+    with endpoint_applied(
+        EndpointCluster, kube_target, directory, endpoint(), NAMESPACE, gateways=2
+    ) as cluster:
         eventually(lambda: cluster.get("deployment"), "the operator's Deployment")
         yield cluster
-    finally:
-        cluster.kubectl("delete", "namespace", NAMESPACE, "--wait=false", check=False)
 
 
-def test_a_class_ebbtide_endpoint_gets_no_hpa_and_rests_at_zero(cluster: Cluster) -> None:
+def test_a_class_ebbtide_endpoint_gets_no_hpa_and_rests_at_zero(cluster: EndpointCluster) -> None:
     eventually(lambda: cluster.replicas() == 0, "the Deployment at 0 replicas", seconds=60)
     assert cluster.get(cluster.hpa) is None
     labels = cluster.get("deployment")["metadata"]["labels"]
     assert labels["ebbtide.dev/autoscaler"] == "ebbtide"
 
 
-def test_requests_at_zero_wake_the_operator_and_all_answer(cluster: Cluster) -> None:
+def test_requests_at_zero_wake_the_operator_and_all_answer(cluster: EndpointCluster) -> None:
     gateway = eventually(cluster.gateway, "a ready gateway pod")
     assert cluster.replicas() == 0
     with GatewayLoad(gateway, threads=4, pause=0, timeout=90) as load:
@@ -127,7 +86,7 @@ def test_requests_at_zero_wake_the_operator_and_all_answer(cluster: Cluster) -> 
 
 
 def test_load_scales_it_up_and_idleness_back_to_zero_with_no_failed_request(
-    cluster: Cluster,
+    cluster: EndpointCluster,
 ) -> None:
     gateway = eventually(cluster.gateway, "a ready gateway pod")
     with GatewayLoad(gateway, threads=6, pause=0, timeout=90) as load:

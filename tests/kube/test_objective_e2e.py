@@ -18,18 +18,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from testbed import apps
 
-from ebbtide.kube.install import GATEWAY_APP, GATEWAY_DATA_PORT
 from tests.kube.conftest import KubeTarget
+from tests.kube.endpoint_e2e import EndpointCluster, endpoint_applied
 from tests.kube.gateway_load import GatewayLoad
-from tests.kube.test_cluster_e2e import (
-    MODEL,
-    OPERATOR_NAMESPACE,
-    Walkthrough,
-    eventually,
-    load_models,
-)
+from tests.kube.test_cluster_e2e import OPERATOR_NAMESPACE, eventually
 from tests.spec.cases import SEED
 
 pytestmark = [pytest.mark.cluster, pytest.mark.integration, pytest.mark.timeout(420)]
@@ -39,14 +32,7 @@ MAX_REPLICAS = 2
 OPERATOR = "app=ebbtide-operator"
 
 
-class Cluster(Walkthrough):
-    def get(self, kind: str, name: str = NAME, namespace: str = NAMESPACE) -> Any:
-        return super().get(kind, name, namespace)
-
-    def replicas(self) -> int:
-        deployment = self.get("deployment") or {}
-        return int((deployment.get("spec") or {}).get("replicas") or 0)
-
+class Cluster(EndpointCluster):
     def status(self) -> dict[str, Any]:
         return dict((self.get("inferenceendpoint") or {}).get("status") or {})
 
@@ -59,19 +45,6 @@ class Cluster(Walkthrough):
     def operator_pods(self) -> list[dict[str, Any]]:
         out = self.kubectl("-n", OPERATOR_NAMESPACE, "get", "pods", "-l", OPERATOR, "-o", "json")
         return list(json.loads(out.stdout)["items"])
-
-    def gateway(self) -> str:
-        """The infer URL through a ready gateway pod, or "" while none is ready."""
-        pods = self.kubectl(
-            "get", "pods", "-n", OPERATOR_NAMESPACE, "-l",
-            f"app.kubernetes.io/name={GATEWAY_APP}", "-o", "json",
-        ).stdout  # fmt: skip
-        for pod in json.loads(pods)["items"]:
-            conditions = {c["type"]: c["status"] for c in pod["status"].get("conditions", [])}
-            if conditions.get("Ready") == "True" and not pod["metadata"].get("deletionTimestamp"):
-                address = f"http://{pod['status']['podIP']}:{GATEWAY_DATA_PORT}"
-                return f"{address}/endpoints/{NAME}/v2/models/{MODEL}/infer"
-        return ""
 
 
 def endpoint() -> dict[str, Any]:
@@ -102,24 +75,11 @@ def endpoint() -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def cluster(kube_target: KubeTarget, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     directory = tmp_path_factory.mktemp("objective")
-    kubeconfig = kube_target.with_namespace(NAMESPACE, directory)
-    cluster = Cluster(kube_target, kubeconfig, directory, directory / "endpoint.yaml")
-    cluster.kubectl("create", "namespace", NAMESPACE)
-    try:
-        apps.install(kubeconfig, wait_for=())
-        for deployment, replicas in ((GATEWAY_APP, 1), ("ebbtide-operator", 1)):
-            cluster.kubectl("-n", OPERATOR_NAMESPACE, "scale", f"deployment/{deployment}",
-                            f"--replicas={replicas}")  # fmt: skip
-            cluster.kubectl(
-                "-n", OPERATOR_NAMESPACE, "rollout", "status", f"deployment/{deployment}",
-                "--timeout=120s", timeout=150,
-            )  # fmt: skip
-        load_models(cluster)
-        cluster.kubectl("apply", "-f", str(cluster.write(endpoint())))
+    with endpoint_applied(
+        Cluster, kube_target, directory, endpoint(), NAMESPACE, gateways=1
+    ) as cluster:
         eventually(lambda: cluster.replicas() == 1, "the operator's Deployment at 1 replica")
         yield cluster
-    finally:
-        cluster.kubectl("delete", "namespace", NAMESPACE, "--wait=false", check=False)
 
 
 def test_an_unmeetable_objective_goes_to_max_replicas_says_so_and_survives_an_operator_restart(

@@ -95,6 +95,17 @@ def advance(clock: FakeClock, load: dict[str, float], seconds: float = 0.25) -> 
     clock.advance(seconds)
 
 
+async def until_scaled(
+    cluster: ClusterDouble, clock: FakeClock, load: dict[str, float], ticks: int
+) -> None:
+    """Let the loop run up to `ticks` sync periods, stopping at its first rescale."""
+    for _ in range(ticks):
+        await settle()
+        advance(clock, load)
+        if cluster.scaled:
+            return
+
+
 def test_the_loop_decides_every_sync_period_and_scales_on_load() -> None:
     asyncio.run(loop_decides_and_scales())
 
@@ -116,11 +127,7 @@ async def run_loop(url: str, load: dict[str, float]) -> None:
         status = cluster.objects[ObjectRef.endpoint(NAMESPACE, NAME)]["status"]
         assert status["desiredReplicas"] == 1
         load.update(in_flight=8, arrivals=8)
-        for _ in range(4):  # one second of virtual time
-            await settle()
-            advance(clock, load)
-            if cluster.scaled:
-                break
+        await until_scaled(cluster, clock, load, ticks=4)  # one second of virtual time
         assert cluster.scaled
         assert cluster.scaled[0] > 1
         assert [e["reason"] for e in cluster.events] == ["SuccessfulRescale"]
@@ -153,11 +160,7 @@ async def starts_from_the_kept_limit() -> None:
         scaler = Scaler(cluster, [url], clock=clock)
         try:
             scaler.track((NAMESPACE, NAME), objective_endpoint(), "u")
-            for _ in range(8):
-                await settle()
-                advance(clock, load)
-                if cluster.scaled:
-                    break
+            await until_scaled(cluster, clock, load, ticks=8)
             assert cluster.scaled == [4]
             assert cluster.objects[endpoint]["status"]["objective"] == {"learnedLimit": 1.0}
         finally:

@@ -296,3 +296,13 @@ def test_the_objective_standing_is_written_and_a_figure_it_lost_is_nulled() -> N
     gone = decide(seen, plain, state, 16.25)
     assert gone.state.objective_load is None
     assert act(gone, explain(gone, plain), writes.status, False, WALL).status["objective"] is None
+
+
+def test_the_kept_limit_is_read_from_the_status_and_anything_else_is_none() -> None:
+    from ebbtide.kube.scaling import learned_limit
+
+    assert learned_limit({"objective": {"learnedLimit": 0.5, "observedMilliseconds": 3}}) == 0.5
+    for status in (None, {}, {"objective": {}}, {"objective": {"learnedLimit": -1}},
+                   {"objective": {"learnedLimit": 0}}, {"objective": {"learnedLimit": "x"}},
+                   {"objective": {"learnedLimit": 1, "unknownField": 2}}):  # fmt: skip
+        assert learned_limit(status) is None, status

@@ -28,9 +28,9 @@ def test_the_small_grid_runs_every_policy_on_every_cell_and_repeats_itself(
         assert [s.policy for s in result.scores][:4] == list(POLICIES[:4])
         assert [s.policy for s in result.scores][-2:] == ["oracle", "reactive-oracle"]
         assert result.cost("oracle") == 1.0
-        # Without foresight it cannot do better than the oracle at the same cost.
-        if result.over("reactive-oracle") < result.over("oracle"):
-            assert result.cost("reactive-oracle") > 1.0
+        # Without foresight it cannot miss less than the oracle unless it pays more.
+        better = result.over("reactive-oracle") < result.over("oracle")
+        assert not better or result.cost("reactive-oracle") > 1.0, result.cell.label
         assert len({s.requests for s in result.scores}) == 1
 
 

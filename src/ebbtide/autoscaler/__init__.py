@@ -9,7 +9,6 @@ from ebbtide.autoscaler.behavior import Step
 from ebbtide.autoscaler.calculator import Proposal, Tolerances
 from ebbtide.autoscaler.decision import Decision, decide
 from ebbtide.autoscaler.explain import explain
-from ebbtide.autoscaler.objective import learned_limit, objective_status
 from ebbtide.autoscaler.observation import Observation, ReplicaSample, Traffic
 from ebbtide.autoscaler.policy import MetricGoal, Policy, policy_for
 from ebbtide.autoscaler.profiles import (
@@ -47,7 +46,5 @@ __all__ = [
     "ZeroSettings",
     "decide",
     "explain",
-    "learned_limit",
-    "objective_status",
     "policy_for",
 ]

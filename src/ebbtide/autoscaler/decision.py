@@ -73,6 +73,20 @@ class Decision:
     """What the latency objective asked for, when the policy has one and the decision read it
     (not at zero, where there are no answers to read)."""
 
+    def objective_status(self) -> dict[str, float] | None:
+        """`status.objective` (`EndpointStatus.objective`): the percentile this decision read
+        and the limit its state keeps (which a decision at zero, with no proposal, still
+        holds); None without an objective."""
+        learned = self.state.objective_load
+        if self.objective is None and learned is None:
+            return None
+        status: dict[str, float] = {}
+        if self.objective is not None and self.objective.observed is not None:
+            status["observedMilliseconds"] = round(self.objective.observed * 1000, 3)
+        if learned is not None:
+            status["learnedLimit"] = round(learned, 4)
+        return status
+
     @property
     def rescale(self) -> bool:
         return self.desired != self.current

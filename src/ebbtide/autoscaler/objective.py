@@ -195,31 +195,3 @@ def answers_over(counts: Sequence[int], bounds: Sequence[float], latency_seconds
         elif upper > latency_seconds and count:
             over += count * (upper - latency_seconds) / (upper - lower)
     return over
-
-
-def objective_status(
-    proposal: ObjectiveProposal | None, learned: float | None
-) -> dict[str, float] | None:
-    """`status.objective` as the endpoint shows it (`EndpointStatus.objective`), from the
-    decision's objective proposal and the load its state keeps (which a decision at zero,
-    with no proposal, still holds); None without an objective."""
-    if proposal is None and learned is None:
-        return None
-    status: dict[str, float] = {}
-    if proposal is not None and proposal.observed is not None:
-        status["observedMilliseconds"] = round(proposal.observed * 1000, 3)
-    if learned is not None:
-        status["learnedLimit"] = round(learned, 4)
-    return status
-
-
-def learned_limit(status: object) -> float | None:
-    """The learned limit an endpoint's `status` (as JSON) carries, if any: what a restarted
-    autoscaler starts from."""
-    if not isinstance(status, dict):
-        return None
-    objective = status.get("objective")
-    limit = objective.get("learnedLimit") if isinstance(objective, dict) else None
-    if isinstance(limit, bool) or not isinstance(limit, int | float) or limit <= 0:
-        return None
-    return float(limit)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from ebbtide.autoscaler import objective_status
 from ebbtide.autoscaler.decision import Decision
 from ebbtide.metrics import UsageWindow
 from ebbtide.spec.quantity import format_cpu, format_memory
@@ -38,9 +37,7 @@ def endpoint_status(
         status["explanation"] = explanation
     if last_scale_time:
         status["lastScaleTime"] = last_scale_time
-    objective = (
-        objective_status(decision.objective, decision.state.objective_load) if decision else None
-    )
+    objective = decision.objective_status() if decision else None
     if objective is not None:
         status["objective"] = objective
     return status

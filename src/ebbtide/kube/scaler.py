@@ -23,16 +23,7 @@ from typing import Any, Protocol
 
 import httpx
 
-from ebbtide.autoscaler import (
-    LOCAL,
-    Policy,
-    Profile,
-    State,
-    decide,
-    explain,
-    learned_limit,
-    policy_for,
-)
+from ebbtide.autoscaler import LOCAL, Policy, Profile, State, decide, explain, policy_for
 from ebbtide.core.clock import SYSTEM_CLOCK, Clock
 from ebbtide.core.errors import KubernetesError
 from ebbtide.kube.install import DEFAULT_OPERATOR_NAMESPACE, GATEWAY_ADMIN_PORT, GATEWAY_APP
@@ -46,6 +37,7 @@ from ebbtide.kube.scaling import (
     TrafficBook,
     act,
     event_manifest,
+    learned_limit,
     observation,
     usage_by_pod,
     waiting_at_zero,

@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from ebbtide.autoscaler import objective_status
+from pydantic import ValidationError
+
 from ebbtide.autoscaler.decision import Decision
 from ebbtide.autoscaler.observation import Observation, ReplicaSample, Traffic
 from ebbtide.gateway.channel import EndpointReport
-from ebbtide.spec.models import API_VERSION, KIND
+from ebbtide.spec.models import API_VERSION, KIND, ObjectiveStatus
 from ebbtide.spec.quantity import QuantityError, parse_quantity
 
 Key = tuple[str, str]
@@ -113,6 +114,16 @@ def _into_base(
         earlier = base.get(_key(report))
         base[_key(report)] = counters if earlier is None else earlier.plus(counters)
     return base
+
+
+def learned_limit(status: Mapping[str, Any] | None) -> float | None:
+    """The learned limit an endpoint's status kept (`status.objective.learnedLimit`): what a
+    restarted operator starts from. None when there is none, or it is not one."""
+    try:
+        kept = ObjectiveStatus.model_validate((status or {}).get("objective") or {})
+    except ValidationError:
+        return None
+    return kept.learned_limit or None
 
 
 def waiting_at_zero(answer: Mapping[str, Any]) -> tuple[Key, ...]:
@@ -268,7 +279,7 @@ def act(
         "conditions": merged_conditions(previous.get("conditions"), decision, stamp),
         "explanation": explanation,
     }
-    objective = objective_status(decision.objective, decision.state.objective_load)
+    objective = decision.objective_status()
     if objective is not None:
         status["objective"] = objective
     events: tuple[EventNote, ...] = ()

@@ -30,6 +30,8 @@ RESOLUTION = 0.25
 class Oracle:
     """A schedule computed from the future, replayed at quarter-second ticks."""
 
+    name = "oracle"
+
     def __init__(
         self,
         workload: Workload,
@@ -38,7 +40,6 @@ class Oracle:
         min_replicas: int,
         max_replicas: int,
     ) -> None:
-        self.name = "oracle"
         self.sync_period = RESOLUTION
         self.utilization = utilization
         self.lead = platform.start_time
@@ -69,20 +70,14 @@ class ReactiveOracle(Oracle):
     burst that returns finds them: `HOLD_STARTS` replica starts, at least `MIN_HOLD` seconds.
     It reacts in one quarter, with no window to fill and no tolerance."""
 
+    name = "reactive-oracle"
     HOLD_STARTS = 4.0
     MIN_HOLD = 2.0
 
-    def __init__(
-        self,
-        workload: Workload,
-        platform: Platform,
-        utilization: float,
-        min_replicas: int,
-        max_replicas: int,
-    ) -> None:
-        super().__init__(workload, platform, utilization, min_replicas, max_replicas)
-        self.name = "reactive-oracle"
-        self.hold = max(self.MIN_HOLD, self.HOLD_STARTS * platform.start_time)
+    @property
+    def hold(self) -> float:
+        """Seconds a quarter's need is kept: `HOLD_STARTS` starts, at least `MIN_HOLD`."""
+        return max(self.MIN_HOLD, self.HOLD_STARTS * self.lead)
 
     def _at(self, now: float) -> int:
         last = int(now / RESOLUTION + 1e-9) - 1  # the last quarter that is over

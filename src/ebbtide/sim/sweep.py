@@ -270,14 +270,15 @@ class Sweep:
         """ebbtide with the objective in its spec, in the cells where the oracle meets it, and
         in those where the reactive oracle meets it within the same cost."""
         feasible = [r for r in self.results if r.oracle_meets]
-        cheap = [r for r in feasible if _meets_within_cost(r, OBJECTIVE_POLICY)]
         reachable = [r for r in feasible if _meets_within_cost(r, REACTIVE)]
         return ObjectiveStanding(
             feasible=len(feasible),
             met=sum(1 for r in feasible if r.over(OBJECTIVE_POLICY) <= MEETS_OBJECTIVE_PERCENT),
-            met_within_cost=len(cheap),
+            met_within_cost=sum(1 for r in feasible if _meets_within_cost(r, OBJECTIVE_POLICY)),
             reachable=len(reachable),
-            reachable_met_within_cost=sum(1 for r in reachable if r in cheap),
+            reachable_met_within_cost=sum(
+                1 for r in reachable if _meets_within_cost(r, OBJECTIVE_POLICY)
+            ),
         )
 
 
