@@ -50,11 +50,18 @@ def test_standings_and_totals_add_up(swept: sweep.Sweep) -> None:
         assert standing.losses == len(losses)
         if losses:
             assert standing.worst in losses
+        # A cell where the rival had none over is one no policy can have fewer in.
+        spotless = [r for r in result.results if r.score(rival).over_objective == 0]
+        assert standing.beatable == len(result.results) - len(spotless)
+        assert standing.wins <= standing.beatable
+        assert standing.not_more == standing.wins + standing.ties
     assert result.total_cost("oracle") == 1.0
     fixed = result.total_over_percent("fixed")
     assert fixed <= result.total_over_percent("hpa")
     within = sum(1 for r in result.results if r.cost("ebbtide") <= 1.25)
     assert result.within_cost("ebbtide") == within
+    standing_rows = sweep.standing_rows(result)
+    assert [len(row) for row in standing_rows] == [len(sweep.STANDING_HEADERS)] * 3
     rows = sweep.total_rows(result)
     assert [row[0] for row in rows] == list(POLICIES)
     records = sweep.cell_records(result)

@@ -204,13 +204,16 @@ def run(
 @dataclass(frozen=True)
 class Standing:
     """ebbtide against one rival over the cells: wins (fewer requests over the objective),
-    ties, losses, and the worst loss."""
+    ties, losses, the worst loss, and the cells where a win was possible at all."""
 
     rival: str
     wins: int
     ties: int
     losses: int
     worst: CellResult | None
+    beatable: int = 0
+    """Cells where the rival had a request over the objective. Where it had none, no policy
+    can have fewer, so this is the most wins any policy could have."""
 
     @property
     def cells(self) -> int:
@@ -220,6 +223,11 @@ class Standing:
     def win_share(self) -> float:
         return self.wins / self.cells if self.cells else 0.0
 
+    @property
+    def not_more(self) -> int:
+        """Cells where ebbtide had no more requests over the objective than the rival."""
+        return self.wins + self.ties
+
 
 @dataclass(frozen=True)
 class Sweep:
@@ -227,13 +235,14 @@ class Sweep:
     results: tuple[CellResult, ...]
 
     def standing(self, rival: str) -> Standing:
-        wins = ties = losses = 0
+        wins = ties = losses = beatable = 0
         worst: CellResult | None = None
         for result in self.results:
             ours, theirs = (
                 result.score("ebbtide").over_objective,
                 result.score(rival).over_objective,
             )
+            beatable += theirs > 0
             if ours < theirs:
                 wins += 1
             elif ours == theirs:
@@ -242,7 +251,7 @@ class Sweep:
                 losses += 1
                 if worst is None or _margin(result, rival) > _margin(worst, rival):
                     worst = result
-        return Standing(rival, wins, ties, losses, worst)
+        return Standing(rival, wins, ties, losses, worst, beatable)
 
     def within_cost(self, policy: str = "ebbtide", limit: float = COST_LIMIT) -> int:
         return sum(1 for r in self.results if r.cost(policy) <= limit)
@@ -344,7 +353,17 @@ def total_rows(sweep: Sweep) -> list[list[str]]:
     ]
 
 
-STANDING_HEADERS = ("RIVAL", "EBBTIDE-FEWER", "TIES", "EBBTIDE-MORE", "WORST-LOSS")
+STANDING_HEADERS = (
+    "RIVAL",
+    "EBBTIDE-FEWER",
+    "TIES",
+    "EBBTIDE-MORE",
+    "NOT-MORE",
+    "FEWER-POSSIBLE",
+    "WORST-LOSS",
+)
+"""FEWER-POSSIBLE: the cells where the rival had any request over the objective, the most
+cells any policy could have fewer in."""
 
 
 def standing_rows(sweep: Sweep) -> list[list[str]]:
@@ -357,9 +376,21 @@ def standing_rows(sweep: Sweep) -> list[list[str]]:
             else "-"
         )
         rows.append(
-            [rival, f"{s.wins}/{s.cells} ({s.win_share:.0%})", str(s.ties), str(s.losses), worst]
+            [
+                rival,
+                f"{s.wins}/{s.cells} ({s.win_share:.0%})",
+                str(s.ties),
+                str(s.losses),
+                _share_of(s.not_more, s.cells),
+                _share_of(s.beatable, s.cells),
+                worst,
+            ]
         )
     return rows
+
+
+def _share_of(count: int, cells: int) -> str:
+    return f"{count}/{cells} ({count / cells:.0%})" if cells else "0/0"
 
 
 CELL_FIELDS = ("workload", "speedup", "rate_scale", "cpu_ms", "start_time", "seed", "requests")
@@ -537,8 +568,7 @@ Record = dict[str, str | float | int]
 
 
 def _share(group: Sequence[Record], test: Callable[[Record], bool]) -> str:
-    hits = sum(1 for r in group if test(r))
-    return f"{hits}/{len(group)} ({hits / len(group):.0%})"
+    return _share_of(sum(1 for r in group if test(r)), len(group))
 
 
 def _fewer_than(rival: str) -> Callable[[Record], bool]:
