@@ -72,6 +72,13 @@ class Live:
     """(seconds from the start, replicas, ready replicas) every 0.5 s."""
     actions: int = 0
     elapsed: float = 0.0
+    objective: list[tuple[float, str, str]] = field(default_factory=list)
+    """(seconds from the start, reason, message) of the ObjectiveMet condition, each time its
+    reason changed or it began or stopped saying that more replicas have not lowered the
+    latency: what the endpoint said about the objective as it went."""
+
+
+NOT_HELPING = "more replicas have not lowered it"
 
 
 # -- control plane ----------------------------------------------------------------------------
@@ -207,6 +214,7 @@ def run_live(repository: Path, arrivals: list[float], document: dict[str, Any]) 
                             int(status.get("readyReplicas", 0)),
                         )
                     )
+                    _note_objective(live, SYSTEM_CLOCK.now() - start, status)
                     await asyncio.sleep(0.5)
 
             watcher = asyncio.create_task(watch())
@@ -217,6 +225,20 @@ def run_live(repository: Path, arrivals: list[float], document: dict[str, Any]) 
         asyncio.run(replay())
         live.actions = _rescales(client) - rescales_before
     return live
+
+
+def _note_objective(live: Live, at: float, status: dict[str, Any]) -> None:
+    for condition in status.get("conditions") or ():
+        if condition.get("type") != "ObjectiveMet":
+            continue
+        reason, message = str(condition.get("reason")), str(condition.get("message"))
+        if not live.objective or _kind(live.objective[-1][1:]) != _kind((reason, message)):
+            live.objective.append((at, reason, message))
+
+
+def _kind(said: tuple[str, str]) -> tuple[str, bool]:
+    """A condition's reason, and whether it says more replicas have not lowered the latency."""
+    return said[0], NOT_HELPING in said[1]
 
 
 def _rescales(client: ControlPlaneClient) -> int:
@@ -424,6 +446,10 @@ def main() -> None:
     if arguments.objective is not None:
         print(f"spec.autoscaling.objective: p99 within {arguments.objective:g} ms")
     print_table(live_score(live, objective), simulated, objective)
+    if live.objective:
+        print("ObjectiveMet as it changed (live):")
+        for at, reason, message in live.objective:
+            print(f"  {at:6.1f} s  {reason}: {message}")
     if arguments.plot is not None:
         plot(arguments.plot, live, trace, arrivals, workload.duration, objective)
         print(f"plot: {arguments.plot}")

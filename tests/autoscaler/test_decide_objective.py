@@ -15,6 +15,7 @@ from ebbtide.autoscaler import (
     decide,
     explain,
 )
+from ebbtide.autoscaler.objective import MissedWindow
 from ebbtide.autoscaler.windows import Sample, latency_window
 from ebbtide.core.latency import LATENCY_BOUNDS
 from tests.autoscaler.builders import NOW, pod, pods_metric, policy, unready
@@ -218,11 +219,20 @@ def test_the_learned_load_is_lowered_again_only_on_answers_after_the_last_loweri
 
 
 def test_what_the_objective_learned_survives_a_control_plane_restart() -> None:
-    state = State(objective_load=1.25, objective_lowered_at=990.0)
+    missed = (MissedWindow(985.0, 2, 2.0, 0.399),)
+    state = State(
+        objective_load=1.25,
+        objective_lowered_at=990.0,
+        objective_misses=missed,
+        objective_not_helping="; more replicas have not lowered it: ...",
+    )
     assert State.from_record(state.to_record()) == state
     older = state.to_record()
-    del older["objective_load"], older["objective_lowered_at"]
+    for field in ("objective_load", "objective_lowered_at", "objective_misses"):
+        del older[field]
+    del older["objective_not_helping"]
     assert State.from_record(older).objective_load is None
+    assert State.from_record(older).objective_misses == ()
 
 
 def test_a_miss_while_replicas_start_says_they_are_starting() -> None:
@@ -246,3 +256,71 @@ def test_a_miss_while_replicas_start_says_they_are_starting() -> None:
     met = decision.condition("ObjectiveMet")
     assert met is not None
     assert (met.status, met.reason) == ("False", "ObjectiveMissedWhileStarting")
+
+
+def miss_then_more_replicas(later: tuple[int, ...]) -> Decision:
+    """A miss at 2 replicas (2 in flight each, p99 399 ms) that asks for 4; then, 15 s later,
+    the 4 replicas ready, 1 in flight each (half the load), and the window's answers `later`."""
+    resolved = objective_policy()
+    first = two_readings(resolved, 2, counts(BUCKET_400MS, 100))
+    assert first.desired == 4
+    fleet = tuple(pod(f"r{i}") for i in range(4))
+    answers = added(counts(BUCKET_400MS, 100), later)
+    traffic = Traffic(4.0, 3000, 2.0 * 2 * 15 + 4.0 * 15, answers, 0.0)
+    return decide(Observation(4, fleet, traffic), resolved, first.state, NOW + 15)
+
+
+def test_a_miss_that_more_replicas_did_not_lower_says_so() -> None:
+    # At 4 replicas each holds half the load it held at 2, and the p99 is still 399 ms.
+    decision = miss_then_more_replicas(counts(BUCKET_400MS, 100))
+    objective = decision.step("objective")
+    assert objective is not None
+    assert objective.reason == "ObjectiveMissed"
+    assert objective.message.endswith(
+        "; more replicas have not lowered it: p99 399 ms at 2 replicas, 399 ms at 4 with 50% "
+        "less load each. The latency does not follow the replicas' load: it is spent outside "
+        "them (the gateway, the network, the client), in the requests' own work, or in bursts "
+        "shorter than the 15 s window, and adding replicas as the load asks is unlikely to "
+        "meet the objective"
+    )
+    met = decision.condition("ObjectiveMet")
+    assert met is not None
+    assert met.message == objective.message
+    # Only the explanation: the step still asks for what it would have.
+    assert decision.desired > 4
+    assert [w.ready for w in decision.state.objective_misses] == [2, 4]
+    # The next decision does not act on the same answers (the step waits for a window after
+    # its change), and still says it: the finding stands until one shows otherwise.
+    fleet = tuple(pod(f"r{i}") for i in range(4))
+    answers = added(counts(BUCKET_400MS, 200), counts(BUCKET_400MS, 1))
+    traffic = Traffic(4.0, 3001, 2.0 * 2 * 15 + 4.0 * 15.25, answers, 0.0)
+    resolved = objective_policy()
+    later = decide(Observation(4, fleet, traffic), resolved, decision.state, NOW + 15.25)
+    step = later.step("objective")
+    assert step is not None
+    assert ": holding " in step.message
+    assert "more replicas have not lowered it: p99 399 ms at 2 replicas" in step.message
+    # Met: the finding is dropped.
+    met_answers = added(answers, counts(BUCKET_100MS, 20000))
+    traffic = Traffic(4.0, 23001, 2.0 * 2 * 15 + 4.0 * 30, met_answers, 0.0)
+    met_later = decide(Observation(4, fleet, traffic), resolved, later.state, NOW + 30)
+    assert met_later.state.objective_not_helping is None
+
+
+def test_a_miss_that_more_replicas_lowered_says_nothing_of_the_kind() -> None:
+    # p99 = 0.2 + 0.05 * 99/100 = 0.2495 s: still over 200 ms, but lower than at 2 replicas.
+    decision = miss_then_more_replicas(counts(LATENCY_BOUNDS.index(0.25), 100))
+    objective = decision.step("objective")
+    assert objective is not None
+    assert objective.reason == "ObjectiveMissed"
+    assert "more replicas have not lowered it" not in objective.message
+
+
+def test_removing_the_objective_forgets_its_missed_windows() -> None:
+    decision = two_readings(objective_policy(), 2, counts(BUCKET_400MS, 100))
+    assert decision.state.objective_misses
+    fleet = (pod("r0"), pod("r1"))
+    without = policy(KUBERNETES, max_replicas=10, metrics=[pods_metric("concurrency", 2)])
+    traffic = Traffic(4.0, 1600, 4.0 * 30, counts(BUCKET_400MS, 100), 0.0)
+    later = decide(Observation(2, fleet, traffic), without, decision.state, NOW + 15)
+    assert later.state.objective_misses == ()

@@ -4,8 +4,12 @@ import pytest
 
 from ebbtide.autoscaler.objective import (
     GROWTH,
+    MissedWindow,
     ObjectiveReason,
     answers_over,
+    compare_with_fewer,
+    not_helping_message,
+    note_miss,
     propose_for_objective,
 )
 from ebbtide.core.latency import bucket_percentile
@@ -139,3 +143,57 @@ def test_without_enough_answers_the_learned_floor_still_holds() -> None:
 def test_answers_over_split_the_bucket_the_objective_falls_in() -> None:
     # 10 answers in (0.1, 0.2]: a quarter of that bucket is above 0.175 s.
     assert answers_over((0, 10, 4, 0, 1), BOUNDS, 0.175) == pytest.approx(2.5 + 4 + 1)
+
+
+def test_missed_windows_keep_the_latest_per_replica_count_for_five_minutes() -> None:
+    kept = note_miss((), MissedWindow(0.0, 2, 2.0, 0.4))
+    kept = note_miss(kept, MissedWindow(10.0, 4, 1.0, 0.4))
+    kept = note_miss(kept, MissedWindow(20.0, 2, 2.5, 0.5))
+    assert [(w.time, w.ready) for w in kept] == [(10.0, 4), (20.0, 2)]
+    kept = note_miss(kept, MissedWindow(315.0, 6, 1.0, 0.4))
+    assert [(w.time, w.ready) for w in kept] == [(20.0, 2), (315.0, 6)]
+
+
+@pytest.mark.parametrize(
+    ("earlier", "now", "lowered"),
+    [
+        # Half the load per replica, the same p99: more replicas did not lower it.
+        ((0.0, 2, 2.0, 0.4), (15.0, 4, 1.0, 0.4), False),
+        # A little lower is still not lowered (within 15%).
+        ((0.0, 2, 2.0, 0.4), (15.0, 4, 1.0, 0.345), False),
+        # Lower: they did.
+        ((0.0, 2, 2.0, 0.4), (15.0, 4, 1.0, 0.3), True),
+        # Not clearly less load each (the traffic rose with the replicas): nothing to compare.
+        ((0.0, 2, 2.0, 0.4), (15.0, 4, 1.7, 0.4), None),
+        # Fewer replicas now, or the earlier window over five minutes old: nothing to compare.
+        ((0.0, 4, 2.0, 0.4), (15.0, 2, 1.0, 0.4), None),
+        ((0.0, 2, 2.0, 0.4), (301.0, 4, 1.0, 0.4), None),
+        ((0.0, 2, 2.0, 0.4), (299.0, 4, 1.0, 0.4), False),
+    ],
+)
+def test_a_miss_compares_with_one_at_fewer_replicas_each_holding_more(
+    earlier: tuple[float, int, float, float],
+    now: tuple[float, int, float, float],
+    lowered: bool | None,
+) -> None:
+    before = MissedWindow(*earlier)
+    compared = compare_with_fewer((before,), MissedWindow(*now))
+    assert compared == (None if lowered is None else (before, lowered))
+
+
+def test_a_miss_compares_with_the_fastest_of_the_windows_at_fewer_replicas() -> None:
+    # At 1 replica 15 ms, at 4 a transient 24.7 ms; at 5, 19.6 ms: lower than at 4, not at 1.
+    fewer = (MissedWindow(0.0, 1, 1.0, 0.015), MissedWindow(5.0, 4, 0.5, 0.0247))
+    compared = compare_with_fewer(fewer, MissedWindow(10.0, 5, 0.3, 0.0196))
+    assert compared == (fewer[0], False)
+
+
+def test_the_not_helping_message_gives_both_windows() -> None:
+    message = not_helping_message(
+        MissedWindow(0.0, 1, 2.0, 0.0287), MissedWindow(10.0, 5, 0.9, 0.0369), 99, 2.0
+    )
+    assert message.startswith(
+        "; more replicas have not lowered it: p99 28.7 ms at 1 replica, 36.9 ms at 5 with 55% "
+        "less load each."
+    )
+    assert "or in bursts shorter than the 2 s window" in message

@@ -33,8 +33,12 @@ from ebbtide.autoscaler.demand import estimate
 from ebbtide.autoscaler.forecast import forecast_replicas
 from ebbtide.autoscaler.objective import (
     MIN_ANSWERS,
+    MissedWindow,
     ObjectiveProposal,
     ObjectiveReason,
+    compare_with_fewer,
+    not_helping_message,
+    note_miss,
     propose_for_objective,
 )
 from ebbtide.autoscaler.observation import Observation
@@ -267,7 +271,13 @@ def _objective_step(
     the requests in flight; the state keeps the load it learned."""
     if policy.objective is None:
         # Nothing learned for an objective that left the spec carries over to a new one.
-        return None, replace(state, objective_load=None, objective_lowered_at=None)
+        return None, replace(
+            state,
+            objective_load=None,
+            objective_lowered_at=None,
+            objective_misses=(),
+            objective_not_helping=None,
+        )
     window, slack = policy.metric_window, policy.sync_period / 2
     found = latency_window(state.samples, window, slack, MIN_ANSWERS)
     counts, since = found if found is not None else ((), now)
@@ -305,6 +315,34 @@ def _objective_step(
             reason=ObjectiveReason.MISSED_WHILE_STARTING,
             message=proposal.message + waiting,
         )
+    said = state.objective_not_helping
+    if proposal.reason in (ObjectiveReason.MET, ObjectiveReason.NO_DATA):
+        said = None
+    elif proposal.acted and not starting and in_flight is not None and proposal.observed:
+        # Compared with the misses at fewer replicas: when taking load off each replica did
+        # not lower the latency, the messages say so until a comparison shows it did, or the
+        # objective is met.
+        count = len(ready) or observation.current_replicas
+        arriving = arrival_rate(state.samples, window, slack)
+        missed = MissedWindow(
+            now,
+            count,
+            in_flight.value / count,
+            proposal.observed,
+            arriving.value if arriving is not None else 0.0,
+        )
+        compared = compare_with_fewer(state.objective_misses, missed)
+        if compared is not None:
+            earlier, lowered = compared
+            said = (
+                None
+                if lowered
+                else not_helping_message(earlier, missed, policy.objective.percentile, window)
+            )
+        state = replace(state, objective_misses=note_miss(state.objective_misses, missed))
+    if said is not None and proposal.reason is not ObjectiveReason.MISSED_WHILE_STARTING:
+        proposal = replace(proposal, message=proposal.message + said)
+    state = replace(state, objective_not_helping=said)
     if proposal.learned != state.objective_load:
         previous = state.objective_load
         lowered = previous is None or (proposal.learned or 0.0) < previous

@@ -45,6 +45,23 @@ MOST_LOWERED = 0.5
 """The learned load is at most halved per lowering."""
 NEAR = 0.5
 """The learned load grows only while the measured load is at least this share of it."""
+LIGHTER = 0.8
+"""More replicas "have not helped" only when each now holds at most this share of the load it
+held at fewer, and the percentile is not clearly lower: a fifth less load per replica that does
+not show in the latency says the time is not the replicas' queue. (Requests in flight are
+counted at the gateway, so time spent outside the replicas counts as load too: live, with 2.5
+times the replicas on two busy cores, the load each held fell by only a third.)"""
+SAME_TRAFFIC = 1.5
+"""Windows compare only while requests arrive no faster than this many times the earlier
+window's rate: a much larger burst queues longer whatever the replicas. (Two 2 s windows of the
+same steady traffic differ by 10-20% from chance alone.)"""
+NO_LOWER = 0.85
+"""The percentile counts as not lowered while it is above this share of the earlier one,
+about the noise between two windows of the same traffic."""
+COMPARED_WITHIN = 300.0
+"""Seconds a missed window is kept to compare a later one with. The load per replica is what
+makes two windows comparable, not their times; this only bounds how stale the comparison may
+be, while keeping it for an endpoint that stays at maxReplicas for minutes."""
 
 
 class ObjectiveReason(Enum):
@@ -71,6 +88,73 @@ class ObjectiveProposal:
     message: str
     learned: float | None = None
     """Requests in flight per ready replica at which the objective holds, as learned so far."""
+    acted: bool = False
+    """Over the objective by more answers than chance, on answers the last change did not
+    ask for: the step asked for more replicas because of this window."""
+
+
+@dataclass(frozen=True)
+class MissedWindow:
+    """One window that missed the objective, read with the replicas it had: what a later
+    window at more replicas is compared with."""
+
+    time: float
+    ready: int
+    load: float
+    """Requests in flight per ready replica over the window."""
+    observed: float
+    """The percentile latency over the window, in seconds."""
+    rate: float = 0.0
+    """Requests per second arriving over the window."""
+
+
+def note_miss(missed: tuple[MissedWindow, ...], window: MissedWindow) -> tuple[MissedWindow, ...]:
+    """Keep `window` as the latest at its replica count; drop those older than
+    `COMPARED_WITHIN` seconds."""
+    kept = tuple(
+        w for w in missed if w.ready != window.ready and w.time >= window.time - COMPARED_WITHIN
+    )
+    return (*kept, window)
+
+
+def compare_with_fewer(
+    missed: tuple[MissedWindow, ...], window: MissedWindow
+) -> tuple[MissedWindow, bool] | None:
+    """Of the earlier missed windows at fewer replicas, each holding clearly more load, the one
+    with the lowest percentile, and whether this one's is clearly lower still: adding replicas
+    took load off each of them, and the latency fell with it (queueing) or did not (time spent
+    elsewhere). Against the lowest, so that one slow window at some count does not read as
+    progress. None when no earlier window compares."""
+    comparable = [
+        earlier
+        for earlier in missed
+        if earlier.ready < window.ready
+        and earlier.time >= window.time - COMPARED_WITHIN
+        and window.load <= LIGHTER * earlier.load
+        and window.rate <= SAME_TRAFFIC * earlier.rate
+    ]
+    if not comparable:
+        return None
+    best = min(comparable, key=lambda earlier: earlier.observed)
+    return best, window.observed < NO_LOWER * best.observed
+
+
+def not_helping_message(
+    earlier: MissedWindow, window: MissedWindow, percentile: float, seconds: float
+) -> str:
+    """`; more replicas have not lowered it: p99 15.2 ms at 2 replicas, 15.8 ms at 5 with 60%
+    less load each. The latency does not follow ...`. `seconds` is the metric window."""
+    lighter = 1 - window.load / earlier.load
+    return (
+        f"; more replicas have not lowered it: p{percentile:g} "
+        f"{earlier.observed * 1000:.3g} ms at {earlier.ready} "
+        f"replica{'s' if earlier.ready > 1 else ''}, "
+        f"{window.observed * 1000:.3g} ms at {window.ready} with {lighter:.0%} less load "
+        "each. The latency does not follow the replicas' load: it is spent outside them (the "
+        "gateway, the network, the client), in the requests' own work, or in bursts shorter "
+        f"than the {seconds:g} s window, and adding replicas as the load asks is unlikely to "
+        "meet the objective"
+    )
 
 
 def propose_for_objective(
@@ -141,6 +225,7 @@ def propose_for_objective(
             f"{name} latency {seen} is over the objective {goal} at maxReplicas "
             f"({max_replicas}): the objective cannot be met; raise maxReplicas or the objective",
             learned,
+            acting,
         )
     wanted = min(wanted, max_replicas)
     if acting:
@@ -159,6 +244,7 @@ def propose_for_objective(
         ObjectiveReason.MISSED,
         f"{name} latency {seen} is over the objective {goal}: {outcome}{_holding(learned)}",
         learned,
+        acting,
     )
 
 

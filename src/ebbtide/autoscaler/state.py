@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
+from ebbtide.autoscaler.objective import MissedWindow
 from ebbtide.autoscaler.windows import Sample
 
 
@@ -60,6 +61,12 @@ class State:
     (`objective.py`); None until the objective was first missed."""
     objective_lowered_at: float | None = None
     """When `objective_load` was last lowered: it is lowered again only on answers after it."""
+    objective_misses: tuple[MissedWindow, ...] = ()
+    """Recent windows that missed the objective, the latest per replica count: a later miss at
+    more replicas is compared with them (`objective.compare_with_fewer`)."""
+    objective_not_helping: str | None = None
+    """What the last comparison found when more replicas had not lowered the latency: said in
+    every miss's message until a comparison shows they did, or the objective is met."""
 
     def with_sample(self, sample: Sample, keep: float) -> State:
         """Add a reading and drop those older than `keep` seconds (except the newest)."""
@@ -103,6 +110,10 @@ class State:
             "timed": sorted(self.timed),
             "objective_load": self.objective_load,
             "objective_lowered_at": self.objective_lowered_at,
+            "objective_misses": [
+                [w.time, w.ready, w.load, w.observed, w.rate] for w in self.objective_misses
+            ],
+            "objective_not_helping": self.objective_not_helping,
         }
 
     @classmethod
@@ -130,9 +141,18 @@ class State:
                 # Absent from records written before the objective learned a load.
                 objective_load=_optional_time(record.get("objective_load")),
                 objective_lowered_at=_optional_time(record.get("objective_lowered_at")),
+                objective_misses=tuple(
+                    MissedWindow(float(t), int(n), float(load), float(seen), float(rate))
+                    for t, n, load, seen, rate in record.get("objective_misses", ())
+                ),
+                objective_not_helping=_optional_text(record.get("objective_not_helping")),
             )
         except (KeyError, TypeError, ValueError) as error:
             raise ValueError(f"not an autoscaler state: {error!r}") from None
+
+
+def _optional_text(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 def _optional_time(value: Any) -> float | None:
