@@ -333,10 +333,10 @@ def _objective_step(
         )
         compared = compare_with_fewer(state.objective_misses, missed)
         if compared is not None:
-            earlier, lowered = compared
+            earlier, fell = compared
             said = (
                 None
-                if lowered
+                if fell
                 else not_helping_message(earlier, missed, policy.objective.percentile, window)
             )
         state = replace(state, objective_misses=note_miss(state.objective_misses, missed))
