@@ -36,6 +36,7 @@ import yaml
 
 from ebbtide.api.client import ControlPlaneClient
 from ebbtide.autoscaler import LOCAL, policy_for
+from ebbtide.autoscaler.objective import NOT_LOWERED
 from ebbtide.core.clock import SYSTEM_CLOCK
 from ebbtide.daemon import lifecycle
 from ebbtide.loadgen.requests import example_request
@@ -76,9 +77,6 @@ class Live:
     """(seconds from the start, reason, message) of the ObjectiveMet condition, each time its
     reason changed or it began or stopped saying that more replicas have not lowered the
     latency: what the endpoint said about the objective as it went."""
-
-
-NOT_HELPING = "more replicas have not lowered it"
 
 
 # -- control plane ----------------------------------------------------------------------------
@@ -238,7 +236,7 @@ def _note_objective(live: Live, at: float, status: dict[str, Any]) -> None:
 
 def _kind(said: tuple[str, str]) -> tuple[str, bool]:
     """A condition's reason, and whether it says more replicas have not lowered the latency."""
-    return said[0], NOT_HELPING in said[1]
+    return said[0], NOT_LOWERED in said[1]
 
 
 def _rescales(client: ControlPlaneClient) -> int:

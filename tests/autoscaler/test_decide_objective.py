@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from ebbtide.autoscaler import (
@@ -11,6 +13,7 @@ from ebbtide.autoscaler import (
     Observation,
     Policy,
     State,
+    Step,
     Traffic,
     decide,
     explain,
@@ -18,6 +21,7 @@ from ebbtide.autoscaler import (
 from ebbtide.autoscaler.objective import MissedWindow
 from ebbtide.autoscaler.windows import Sample, latency_window
 from ebbtide.core.latency import LATENCY_BOUNDS
+from ebbtide.spec.models import Condition
 from tests.autoscaler.builders import NOW, pod, pods_metric, policy, unready
 
 BUCKET_400MS = LATENCY_BOUNDS.index(0.4)
@@ -65,6 +69,14 @@ def two_readings(resolved: Policy, replicas: int, answers: tuple[int, ...]) -> D
     in_flight = 2.0 * replicas
     traffic = Traffic(in_flight, 1500, in_flight * 15, answers, 0.0)
     return decide(Observation(replicas, fleet, traffic), resolved, state, NOW)
+
+
+def objective_of(decision: Decision) -> tuple[Step, Condition]:
+    """The decision's objective step and its ObjectiveMet condition, both present."""
+    step, met = decision.step("objective"), decision.condition("ObjectiveMet")
+    assert step is not None
+    assert met is not None
+    return step, met
 
 
 def test_the_policy_resolves_the_objective_in_seconds() -> None:
@@ -219,18 +231,22 @@ def test_the_learned_load_is_lowered_again_only_on_answers_after_the_last_loweri
 
 
 def test_what_the_objective_learned_survives_a_control_plane_restart() -> None:
-    missed = (MissedWindow(985.0, 2, 2.0, 0.399),)
+    earlier, later = MissedWindow(985.0, 2, 2.0, 0.399, 50.0), MissedWindow(990, 4, 1.0, 0.4, 50.0)
     state = State(
         objective_load=1.25,
         objective_lowered_at=990.0,
-        objective_misses=missed,
-        objective_not_helping="; more replicas have not lowered it: ...",
+        objective_misses=(earlier, later),
+        objective_not_lowered=(earlier, later),
     )
     assert State.from_record(state.to_record()) == state
     older = state.to_record()
-    for field in ("objective_load", "objective_lowered_at", "objective_misses"):
+    for field in (
+        "objective_load",
+        "objective_lowered_at",
+        "objective_misses",
+        "objective_not_lowered",
+    ):
         del older[field]
-    del older["objective_not_helping"]
     assert State.from_record(older).objective_load is None
     assert State.from_record(older).objective_misses == ()
 
@@ -246,35 +262,33 @@ def test_a_miss_while_replicas_start_says_they_are_starting() -> None:
     )
     traffic = Traffic(4.0, 1500, 4.0 * 15, counts(BUCKET_400MS, 100), 0.0)
     decision = decide(Observation(3, fleet, traffic), resolved, first.state, NOW)
-    objective = decision.step("objective")
-    assert objective is not None
+    objective, met = objective_of(decision)
     assert objective.reason == "ObjectiveMissedWhileStarting"
     assert objective.message.endswith(
         "; 1 replica still starting: the traffic rose faster than replicas start "
         "(more minReplicas, or faster starts, would hold it)"
     )
-    met = decision.condition("ObjectiveMet")
-    assert met is not None
     assert (met.status, met.reason) == ("False", "ObjectiveMissedWhileStarting")
 
 
-def miss_then_more_replicas(later: tuple[int, ...]) -> Decision:
+def miss_then_more_replicas(later: tuple[int, ...], forget: bool = False) -> Decision:
     """A miss at 2 replicas (2 in flight each, p99 399 ms) that asks for 4; then, 15 s later,
-    the 4 replicas ready, 1 in flight each (half the load), and the window's answers `later`."""
+    the 4 replicas ready, 1 in flight each (half the load), and the window's answers `later`
+    (`forget`: with no earlier miss kept to compare with)."""
     resolved = objective_policy()
     first = two_readings(resolved, 2, counts(BUCKET_400MS, 100))
     assert first.desired == 4
+    state = replace(first.state, objective_misses=()) if forget else first.state
     fleet = tuple(pod(f"r{i}") for i in range(4))
     answers = added(counts(BUCKET_400MS, 100), later)
     traffic = Traffic(4.0, 3000, 2.0 * 2 * 15 + 4.0 * 15, answers, 0.0)
-    return decide(Observation(4, fleet, traffic), resolved, first.state, NOW + 15)
+    return decide(Observation(4, fleet, traffic), resolved, state, NOW + 15)
 
 
 def test_a_miss_that_more_replicas_did_not_lower_says_so() -> None:
     # At 4 replicas each holds half the load it held at 2, and the p99 is still 399 ms.
     decision = miss_then_more_replicas(counts(BUCKET_400MS, 100))
-    objective = decision.step("objective")
-    assert objective is not None
+    objective, met = objective_of(decision)
     assert objective.reason == "ObjectiveMissed"
     assert objective.message.endswith(
         "; more replicas have not lowered it: p99 399 ms at 2 replicas, 399 ms at 4 with 50% "
@@ -283,11 +297,11 @@ def test_a_miss_that_more_replicas_did_not_lower_says_so() -> None:
         "shorter than the 15 s window, and adding replicas as the load asks is unlikely to "
         "meet the objective"
     )
-    met = decision.condition("ObjectiveMet")
-    assert met is not None
     assert met.message == objective.message
-    # Only the explanation: the step still asks for what it would have.
-    assert decision.desired > 4
+    # Only the explanation: the step asks for what it would with nothing to compare with.
+    unexplained = miss_then_more_replicas(counts(BUCKET_400MS, 100), forget=True)
+    assert "more replicas have not lowered it" not in objective_of(unexplained)[0].message
+    assert decision.desired == unexplained.desired > 4
     assert [w.ready for w in decision.state.objective_misses] == [2, 4]
     # The next decision does not act on the same answers (the step waits for a window after
     # its change), and still says it: the finding stands until one shows otherwise.
@@ -296,22 +310,20 @@ def test_a_miss_that_more_replicas_did_not_lower_says_so() -> None:
     traffic = Traffic(4.0, 3001, 2.0 * 2 * 15 + 4.0 * 15.25, answers, 0.0)
     resolved = objective_policy()
     later = decide(Observation(4, fleet, traffic), resolved, decision.state, NOW + 15.25)
-    step = later.step("objective")
-    assert step is not None
+    step, _ = objective_of(later)
     assert ": holding " in step.message
     assert "more replicas have not lowered it: p99 399 ms at 2 replicas" in step.message
     # Met: the finding is dropped.
     met_answers = added(answers, counts(BUCKET_100MS, 20000))
     traffic = Traffic(4.0, 23001, 2.0 * 2 * 15 + 4.0 * 30, met_answers, 0.0)
     met_later = decide(Observation(4, fleet, traffic), resolved, later.state, NOW + 30)
-    assert met_later.state.objective_not_helping is None
+    assert met_later.state.objective_not_lowered is None
 
 
 def test_a_miss_that_more_replicas_lowered_says_nothing_of_the_kind() -> None:
     # p99 = 0.2 + 0.05 * 99/100 = 0.2495 s: still over 200 ms, but lower than at 2 replicas.
     decision = miss_then_more_replicas(counts(LATENCY_BOUNDS.index(0.25), 100))
-    objective = decision.step("objective")
-    assert objective is not None
+    objective, _ = objective_of(decision)
     assert objective.reason == "ObjectiveMissed"
     assert "more replicas have not lowered it" not in objective.message
 

@@ -8,7 +8,7 @@ from ebbtide.autoscaler.objective import (
     ObjectiveReason,
     answers_over,
     compare_with_fewer,
-    not_helping_message,
+    not_lowered_message,
     note_miss,
     propose_for_objective,
 )
@@ -145,12 +145,19 @@ def test_answers_over_split_the_bucket_the_objective_falls_in() -> None:
     assert answers_over((0, 10, 4, 0, 1), BOUNDS, 0.175) == pytest.approx(2.5 + 4 + 1)
 
 
+def window(
+    time: float, ready: int, load: float, observed: float, rate: float = 50.0
+) -> MissedWindow:
+    """A missed window; the traffic the same 50 requests/s unless given."""
+    return MissedWindow(time, ready, load, observed, rate)
+
+
 def test_missed_windows_keep_the_latest_per_replica_count_for_five_minutes() -> None:
-    kept = note_miss((), MissedWindow(0.0, 2, 2.0, 0.4))
-    kept = note_miss(kept, MissedWindow(10.0, 4, 1.0, 0.4))
-    kept = note_miss(kept, MissedWindow(20.0, 2, 2.5, 0.5))
+    kept = note_miss((), window(0.0, 2, 2.0, 0.4))
+    kept = note_miss(kept, window(10.0, 4, 1.0, 0.4))
+    kept = note_miss(kept, window(20.0, 2, 2.5, 0.5))
     assert [(w.time, w.ready) for w in kept] == [(10.0, 4), (20.0, 2)]
-    kept = note_miss(kept, MissedWindow(315.0, 6, 1.0, 0.4))
+    kept = note_miss(kept, window(315.0, 6, 1.0, 0.4))
     assert [(w.time, w.ready) for w in kept] == [(20.0, 2), (315.0, 6)]
 
 
@@ -169,28 +176,30 @@ def test_missed_windows_keep_the_latest_per_replica_count_for_five_minutes() -> 
         ((0.0, 4, 2.0, 0.4), (15.0, 2, 1.0, 0.4), None),
         ((0.0, 2, 2.0, 0.4), (301.0, 4, 1.0, 0.4), None),
         ((0.0, 2, 2.0, 0.4), (299.0, 4, 1.0, 0.4), False),
+        # Requests arriving more than 1.5 times as fast: a larger burst, nothing to compare.
+        ((0.0, 2, 2.0, 0.4), (15.0, 4, 1.0, 0.4, 80.0), None),
     ],
 )
 def test_a_miss_compares_with_one_at_fewer_replicas_each_holding_more(
     earlier: tuple[float, int, float, float],
-    now: tuple[float, int, float, float],
+    now: tuple[float, ...],
     lowered: bool | None,
 ) -> None:
-    before = MissedWindow(*earlier)
-    compared = compare_with_fewer((before,), MissedWindow(*now))
+    before = window(*earlier)
+    compared = compare_with_fewer((before,), window(*now))
     assert compared == (None if lowered is None else (before, lowered))
 
 
 def test_a_miss_compares_with_the_fastest_of_the_windows_at_fewer_replicas() -> None:
     # At 1 replica 15 ms, at 4 a transient 24.7 ms; at 5, 19.6 ms: lower than at 4, not at 1.
-    fewer = (MissedWindow(0.0, 1, 1.0, 0.015), MissedWindow(5.0, 4, 0.5, 0.0247))
-    compared = compare_with_fewer(fewer, MissedWindow(10.0, 5, 0.3, 0.0196))
+    fewer = (window(0.0, 1, 1.0, 0.015), window(5.0, 4, 0.5, 0.0247))
+    compared = compare_with_fewer(fewer, window(10.0, 5, 0.3, 0.0196))
     assert compared == (fewer[0], False)
 
 
-def test_the_not_helping_message_gives_both_windows() -> None:
-    message = not_helping_message(
-        MissedWindow(0.0, 1, 2.0, 0.0287), MissedWindow(10.0, 5, 0.9, 0.0369), 99, 2.0
+def test_the_not_lowered_message_gives_both_windows() -> None:
+    message = not_lowered_message(
+        window(0.0, 1, 2.0, 0.0287), window(10.0, 5, 0.9, 0.0369), 99, 2.0
     )
     assert message.startswith(
         "; more replicas have not lowered it: p99 28.7 ms at 1 replica, 36.9 ms at 5 with 55% "

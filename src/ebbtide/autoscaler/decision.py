@@ -37,7 +37,7 @@ from ebbtide.autoscaler.objective import (
     ObjectiveProposal,
     ObjectiveReason,
     compare_with_fewer,
-    not_helping_message,
+    not_lowered_message,
     note_miss,
     propose_for_objective,
 )
@@ -276,7 +276,7 @@ def _objective_step(
             objective_load=None,
             objective_lowered_at=None,
             objective_misses=(),
-            objective_not_helping=None,
+            objective_not_lowered=None,
         )
     window, slack = policy.metric_window, policy.sync_period / 2
     found = latency_window(state.samples, window, slack, MIN_ANSWERS)
@@ -315,10 +315,12 @@ def _objective_step(
             reason=ObjectiveReason.MISSED_WHILE_STARTING,
             message=proposal.message + waiting,
         )
-    said = state.objective_not_helping
+    finding = state.objective_not_lowered
     if proposal.reason in (ObjectiveReason.MET, ObjectiveReason.NO_DATA):
-        said = None
-    elif proposal.acted and not starting and in_flight is not None and proposal.observed:
+        finding = None
+    elif (
+        proposal.acted and not starting and in_flight is not None and proposal.observed is not None
+    ):
         # Compared with the misses at fewer replicas: when taking load off each replica did
         # not lower the latency, the messages say so until a comparison shows it did, or the
         # objective is met.
@@ -334,15 +336,12 @@ def _objective_step(
         compared = compare_with_fewer(state.objective_misses, missed)
         if compared is not None:
             earlier, fell = compared
-            said = (
-                None
-                if fell
-                else not_helping_message(earlier, missed, policy.objective.percentile, window)
-            )
+            finding = None if fell else (earlier, missed)
         state = replace(state, objective_misses=note_miss(state.objective_misses, missed))
-    if said is not None and proposal.reason is not ObjectiveReason.MISSED_WHILE_STARTING:
+    if finding is not None and proposal.reason is not ObjectiveReason.MISSED_WHILE_STARTING:
+        said = not_lowered_message(*finding, policy.objective.percentile, window)
         proposal = replace(proposal, message=proposal.message + said)
-    state = replace(state, objective_not_helping=said)
+    state = replace(state, objective_not_lowered=finding)
     if proposal.learned != state.objective_load:
         previous = state.objective_load
         lowered = previous is None or (proposal.learned or 0.0) < previous

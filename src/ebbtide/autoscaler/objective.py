@@ -104,7 +104,7 @@ class MissedWindow:
     """Requests in flight per ready replica over the window."""
     observed: float
     """The percentile latency over the window, in seconds."""
-    rate: float = 0.0
+    rate: float
     """Requests per second arriving over the window."""
 
 
@@ -139,14 +139,18 @@ def compare_with_fewer(
     return best, window.observed < NO_LOWER * best.observed
 
 
-def not_helping_message(
+NOT_LOWERED = "more replicas have not lowered it"
+"""How a miss's message begins to say that adding replicas did not lower the latency."""
+
+
+def not_lowered_message(
     earlier: MissedWindow, window: MissedWindow, percentile: float, seconds: float
 ) -> str:
     """`; more replicas have not lowered it: p99 15.2 ms at 2 replicas, 15.8 ms at 5 with 60%
     less load each. The latency does not follow ...`. `seconds` is the metric window."""
     lighter = 1 - window.load / earlier.load
     return (
-        f"; more replicas have not lowered it: p{percentile:g} "
+        f"; {NOT_LOWERED}: p{percentile:g} "
         f"{earlier.observed * 1000:.3g} ms at {earlier.ready} "
         f"replica{'s' if earlier.ready > 1 else ''}, "
         f"{window.observed * 1000:.3g} ms at {window.ready} with {lighter:.0%} less load "

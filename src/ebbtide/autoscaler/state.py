@@ -64,9 +64,9 @@ class State:
     objective_misses: tuple[MissedWindow, ...] = ()
     """Recent windows that missed the objective, the latest per replica count: a later miss at
     more replicas is compared with them (`objective.compare_with_fewer`)."""
-    objective_not_helping: str | None = None
-    """What the last comparison found when more replicas had not lowered the latency: said in
-    every miss's message until a comparison shows they did, or the objective is met."""
+    objective_not_lowered: tuple[MissedWindow, MissedWindow] | None = None
+    """The earlier miss and the later one, at more replicas, whose latency was not lower: said
+    in every miss's message until a comparison shows it was, or the objective is met."""
 
     def with_sample(self, sample: Sample, keep: float) -> State:
         """Add a reading and drop those older than `keep` seconds (except the newest)."""
@@ -110,10 +110,12 @@ class State:
             "timed": sorted(self.timed),
             "objective_load": self.objective_load,
             "objective_lowered_at": self.objective_lowered_at,
-            "objective_misses": [
-                [w.time, w.ready, w.load, w.observed, w.rate] for w in self.objective_misses
-            ],
-            "objective_not_helping": self.objective_not_helping,
+            "objective_misses": [_window_record(w) for w in self.objective_misses],
+            "objective_not_lowered": (
+                None
+                if self.objective_not_lowered is None
+                else [_window_record(w) for w in self.objective_not_lowered]
+            ),
         }
 
     @classmethod
@@ -141,18 +143,27 @@ class State:
                 # Absent from records written before the objective learned a load.
                 objective_load=_optional_time(record.get("objective_load")),
                 objective_lowered_at=_optional_time(record.get("objective_lowered_at")),
-                objective_misses=tuple(
-                    MissedWindow(float(t), int(n), float(load), float(seen), float(rate))
-                    for t, n, load, seen, rate in record.get("objective_misses", ())
-                ),
-                objective_not_helping=_optional_text(record.get("objective_not_helping")),
+                objective_misses=tuple(_window_from(w) for w in record.get("objective_misses", ())),
+                objective_not_lowered=_finding_from(record.get("objective_not_lowered")),
             )
         except (KeyError, TypeError, ValueError) as error:
             raise ValueError(f"not an autoscaler state: {error!r}") from None
 
 
-def _optional_text(value: Any) -> str | None:
-    return None if value is None else str(value)
+def _window_record(window: MissedWindow) -> list[float]:
+    return [window.time, window.ready, window.load, window.observed, window.rate]
+
+
+def _window_from(values: Any) -> MissedWindow:
+    time, ready, load, observed, rate = values
+    return MissedWindow(float(time), int(ready), float(load), float(observed), float(rate))
+
+
+def _finding_from(value: Any) -> tuple[MissedWindow, MissedWindow] | None:
+    if value is None:
+        return None
+    earlier, later = value
+    return _window_from(earlier), _window_from(later)
 
 
 def _optional_time(value: Any) -> float | None:

@@ -211,7 +211,7 @@ class Standing:
     ties: int
     losses: int
     worst: CellResult | None
-    beatable: int = 0
+    beatable: int
     """Cells where the rival had a request over the objective. Where it had none, no policy
     can have fewer, so this is the most wins any policy could have."""
 
